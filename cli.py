@@ -124,14 +124,27 @@ def adapters(fmt, output):
     """List the installed adapter plugins with their versions."""
     import pyarrow as pa
 
-    from adapters.registry import list_adapters
+    from adapters.registry import broken_adapters, list_adapters
 
-    infos = list_adapters()
-    show(pa.table({
-        "adapter": [i.name for i in infos], "version": [i.version for i in infos],
-        "package": [i.package for i in infos], "priority": [i.priority for i in infos],
-        "description": [i.description for i in infos],
-    }), fmt, output)
+    rows = [{"adapter": i.name, "version": i.version, "package": i.package, "priority": i.priority,
+             "description": i.description} for i in list_adapters()]
+    rows += [{"adapter": name, "version": None, "package": None, "priority": None,
+              "description": f"failed to load: {why}"} for name, why in broken_adapters().items()]
+    show(pa.Table.from_pylist(rows), fmt, output)
+
+
+@cli.command()
+@click.option("--cache", type=click.Path(file_okay=False), envvar="KERNEL_CATALOG_CACHE",
+              default=str(Path.home() / ".cache" / "kernel-catalog"), show_default=True,
+              help="Where downloaded model files are kept (env KERNEL_CATALOG_CACHE).")
+@output_options
+@click.pass_context
+def demo(ctx, cache, fmt, output):
+    """Ingest real trained kernels (PaddleOCR ONNX models) and a timm reference, then summarise."""
+    from catalog.demo import run_demo
+
+    summary = run_demo(open_catalog(ctx), Path(cache), echo=lambda line: click.echo(line, err=True))
+    show(summary, fmt, output)
 
 
 def main() -> None:

@@ -244,17 +244,21 @@ def ingest_many(
     bar = None
     if progress and len(names) > 1:
         from tqdm import tqdm
-        bar = tqdm(total=len(names), unit="model", desc="ingest", leave=False)
+        bar = tqdm(total=len(names), unit="model", desc="ingest", leave=False, disable=None)
     for name in names:
         if bar is not None:
-            bar.set_postfix_str(name)
+            bar.set_postfix_str(Path(name).name)
         try:
             outcome: IngestResult | IngestFailure = ingest(catalog, name, options, adapter, force, wait)
         except CatalogError as error:
             outcome = IngestFailure(name, str(error))
         outcomes.append(outcome)
         if on_result is not None:
-            on_result(outcome)
+            if bar is not None:
+                with bar.external_write_mode():   # result lines print above the bar, not through it
+                    on_result(outcome)
+            else:
+                on_result(outcome)
         if bar is not None:
             bar.update(1)
     if bar is not None:

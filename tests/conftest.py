@@ -1,0 +1,87 @@
+"""Shared fixtures: real catalogs in temporary folders, real files, the CLI as users run it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters.base import DepthwiseLayer, Extraction, IngestOptions
+from catalog.store import Catalog
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLS_ONNX = FIXTURES / "ch_ppocr_mobile_v2.0_cls_infer.onnx"   # trained MobileNetV3-small, Apache-2.0
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def catalog(tmp_path) -> Catalog:
+    return Catalog(tmp_path / "catalog")
+
+
+@pytest.fixture
+def cls_onnx() -> Path:
+    return CLS_ONNX
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `catalog ...` in a fresh process, exactly as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        capture_output=True, text=True, env=full_env, timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"catalog {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: non-zero exit, one line on stderr starting 'Error:', no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+class ArrayAdapter:
+    """A real, minimal adapter plugin over in-memory arrays: lets core tests choose exact values."""
+
+    name = "arrays"
+    version = "1.0"
+    description = "in-memory arrays (tests)"
+    priority = 0
+
+    def __init__(self, layers: dict[str, np.ndarray], model: str = "arrays", trained: bool = True):
+        self.layers, self.model, self.trained = layers, model, trained
+
+    def can_read(self, source: str, options: IngestOptions) -> bool:
+        return source == self.model
+
+    def read(self, source: str, options: IngestOptions) -> Extraction:
+        return Extraction(self.model, source, self.trained,
+                          [DepthwiseLayer(name, w, {"kind": "conv2d"}) for name, w in self.layers.items()])
+
+
+def snapshot(catalog: Catalog) -> dict:
+    """Everything a user can observe of a catalog: view contents and the data files on disk."""
+    if not catalog.exists():
+        return {"exists": False, "files": sorted(_data_files(catalog))}
+    with catalog.reader() as con:
+        return {
+            "exists": True,
+            "models": con.sql("SELECT model, checkpoint_sha256, n_kernels FROM models ORDER BY ALL").fetchall(),
+            "layers": con.sql("SELECT model, layer, n_kernels FROM layers ORDER BY ALL").fetchall(),
+            "kernels": con.sql("SELECT model, kernel_id, hash(weights) FROM kernels ORDER BY ALL").fetchall(),
+            "files": sorted(_data_files(catalog)),
+        }
+
+
+def _data_files(catalog: Catalog) -> list[str]:
+    folder = catalog.root / "kernels"
+    return [p.relative_to(catalog.root).as_posix() for p in folder.rglob("*") if p.is_file()] if folder.exists() else []

@@ -1,0 +1,70 @@
+"""kill -9 at every step of a write leaves the catalog as it was (or, after the commit, as after)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from catalog.faults import CRASH_ENV
+from catalog.ingest import ingest
+
+from .conftest import run_cli, snapshot
+
+BEFORE_COMMIT = ["parquet-written", "parquet-renamed", "before-commit"]
+
+
+def _views(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "files"}
+
+
+@pytest.mark.parametrize("point", BEFORE_COMMIT + ["after-commit"])
+def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
+    ingest(catalog, str(cls_onnx))                       # a catalog with one model in it
+    before = snapshot(catalog)
+    killed = run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--include", "Conv@2",
+                     "--force", env={CRASH_ENV: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    after_crash = snapshot(catalog)
+    if point in BEFORE_COMMIT:
+        assert _views(after_crash) == _views(before)
+    else:
+        assert after_crash["models"] != before["models"]
+        assert len(after_crash["kernels"]) == 8
+    # the next writer removes whatever the dead one left and works normally
+    again = run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--force", check=True)
+    assert "replaced" in again.stdout
+    final = snapshot(catalog)
+    assert _views(final) == _views(before)
+    assert len(final["files"]) == 1
+
+
+def test_kill_during_first_ingest_leaves_no_model(catalog, cls_onnx):
+    for point in BEFORE_COMMIT:
+        killed = run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), env={CRASH_ENV: point})
+        assert killed.returncode == -signal.SIGKILL
+        state = snapshot(catalog)
+        assert state.get("models", []) == [] and state.get("kernels", []) == []
+
+
+def test_kill_at_random_moments_never_corrupts(catalog, cls_onnx):
+    """Timed kills land inside DuckDB's own commit and checkpoint too; the catalog stays consistent."""
+    ingest(catalog, str(cls_onnx))
+    command = [sys.executable, "-c", "import cli; cli.main()", "--catalog", str(catalog.root),
+               "ingest", str(cls_onnx), "--force"]
+    outcomes = set()
+    for delay in (0.4, 0.7, 0.9, 1.1, 1.3, 1.6, 2.0):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        outcomes.add(process.returncode)
+        state = snapshot(catalog)
+        assert len(state["models"]) == 1 and len(state["kernels"]) == 864
+        with catalog.reader() as con:   # every committed file exists and is readable
+            n = con.sql("SELECT sum(n_rows) FROM kernel_files").fetchall()[0][0]
+            assert n == 864
+    assert -signal.SIGKILL in outcomes

@@ -1,0 +1,70 @@
+"""Schema versions: an old catalog upgrades in place without losing a row; a newer one is refused."""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from adapters.base import DepthwiseLayer
+from catalog import migrate
+from catalog.errors import CatalogError
+from catalog.kernel_table import build_kernel_table, checkpoint_digest
+from catalog.store import Catalog
+
+from .conftest import assert_one_line_error, run_cli
+
+
+def _write_version_1_catalog(root) -> int:
+    """A catalog exactly as schema version 1 wrote it: v1 tables, rows, a Parquet file, no log."""
+    rng = np.random.default_rng(0)
+    layers = [DepthwiseLayer(f"blocks.{i}.dw", rng.normal(size=(6, 5, 5)).astype(np.float32)) for i in range(3)]
+    digest = checkpoint_digest(layers)
+    table, layer_rows = build_kernel_table(layers, digest, "statedict", True)
+    folder = root / "kernels" / "model=old"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part.parquet")
+    con = duckdb.connect(str(root / "catalog.duckdb"))
+    assert migrate.upgrade(con, target=1) == [1]
+    con.execute("INSERT INTO model_records VALUES ('old', ?, 'statedict', '0.1', true, 'old.pth', 3, 18, '{}', now()::TIMESTAMP)", [digest])
+    for r in layer_rows:
+        con.execute("INSERT INTO layer_records VALUES ('old', ?, NULL, ?, ?, 5, 5, 6, 0, 0, '{}')", [r.layer, r.layer_index, r.depth])
+    con.execute("INSERT INTO kernel_files VALUES ('old', 'kernels/model=old/part.parquet', 18, 1)")
+    con.close()
+    return table.num_rows
+
+
+def test_old_catalog_upgrades_in_place_without_losing_rows(tmp_path, cls_onnx):
+    root = tmp_path / "catalog"
+    n = _write_version_1_catalog(root)
+    catalog = Catalog(root)
+    assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": n}]   # reading upgrades
+    with catalog.reader() as con:
+        assert migrate.current_version(con) == migrate.head_version() >= 2
+        assert con.sql("SELECT count(*) FROM layer_records").fetchall() == [(3,)]
+        assert con.sql("SELECT count(*) FROM ingest_log").fetchall() == [(0,)]
+    # and the upgraded catalog takes new writes beside the old rows
+    run_cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    assert catalog.sql("SELECT model, count(*) AS n FROM kernels GROUP BY ALL ORDER BY model").to_pylist() == [
+        {"model": "ch_ppocr_mobile_v2.0_cls_infer", "n": 864}, {"model": "old", "n": n}]
+
+
+def test_newer_catalog_is_refused_with_a_clear_error(tmp_path, cls_onnx):
+    root = tmp_path / "catalog"
+    _write_version_1_catalog(root)
+    con = duckdb.connect(str(root / "catalog.duckdb"))
+    con.execute("INSERT INTO schema_version VALUES (99, 'future', now()::TIMESTAMP)")
+    con.close()
+    with pytest.raises(CatalogError, match="schema version 99, newer than"):
+        Catalog(root).sql("SELECT 1")
+    assert_one_line_error(run_cli("--catalog", str(root), "sql", "SELECT 1"), "upgrade kernel-catalog")
+    assert_one_line_error(run_cli("--catalog", str(root), "ingest", str(cls_onnx)), "newer than")
+
+
+def test_failed_migration_rolls_back(tmp_path, monkeypatch):
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+    broken = migrate.Migration(1, "broken", "CREATE TABLE a (x INTEGER); SELECT * FROM no_such_table;")
+    monkeypatch.setattr(migrate, "available_migrations", lambda: [broken])
+    with pytest.raises(duckdb.Error):
+        migrate.upgrade(con)
+    assert con.sql("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('a', 'schema_version')").fetchall() == [(0,)]
