@@ -31,7 +31,7 @@ ROOT_ENV = "KERNEL_CATALOG"
 DB_NAME = "catalog.duckdb"
 DATA_DIRS = ("kernels", "results")
 # Tables whose `path` column lists the data files a catalog owns; anything else is an orphan.
-FILE_TABLES = ("kernel_files",)
+FILE_TABLES = ("kernel_files", "result_files")
 
 
 def default_root() -> Path:

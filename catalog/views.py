@@ -10,11 +10,7 @@ from __future__ import annotations
 import duckdb
 
 from .kernel_table import KERNEL_SCHEMA
-
-_DUCKDB_TYPES = {
-    "int64": "BIGINT", "int32": "INTEGER", "int16": "SMALLINT", "string": "VARCHAR",
-    "bool": "BOOLEAN", "double": "DOUBLE", "float": "FLOAT", "list<item: float>": "FLOAT[]",
-}
+from .results import DATASETS, dataset_view_sql
 
 # Column order of the view: identity first, then where the kernel sits, then values and stats.
 KERNEL_COLUMNS = [
@@ -31,30 +27,28 @@ _LAYER_META_COLUMNS = {
 }
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _empty_kernels_sql() -> str:
-    types = {field.name: _DUCKDB_TYPES[str(field.type)] for field in KERNEL_SCHEMA}
-    types["model"] = "VARCHAR"
-    return "SELECT " + ", ".join(f"NULL::{types[c]} AS {c}" for c in KERNEL_COLUMNS) + " WHERE false"
-
-
 def kernels_view_sql(paths: list[str]) -> str:
-    if not paths:
-        return _empty_kernels_sql()
-    files = "[" + ", ".join(_sql_string(p) for p in paths) + "]"
-    return (
-        f"SELECT {', '.join(KERNEL_COLUMNS)} FROM read_parquet({files}, hive_partitioning = true, "
-        "hive_types = {'model': VARCHAR}, union_by_name = true)"
-    )
+    return dataset_view_sql(paths, KERNEL_SCHEMA, "model", KERNEL_COLUMNS)
+
+
+def _paths(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[str]:
+    return [row[0] for row in con.execute(sql, params or []).fetchall()]
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create every view from the committed metadata; call inside the write transaction."""
-    paths = [row[0] for row in con.execute("SELECT path FROM kernel_files ORDER BY path").fetchall()]
+    paths = _paths(con, "SELECT path FROM kernel_files ORDER BY path")
     con.execute(f"CREATE OR REPLACE VIEW kernels AS {kernels_view_sql(paths)}")
+    for name, schema in DATASETS.items():
+        files = _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
+        columns = ["run"] + schema.names
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns)}")
+    con.execute("""
+        CREATE OR REPLACE VIEW runs AS
+        SELECT run, kind, parent, selection, params, metrics, code_version, device, created_at,
+               round(seconds, 2) AS seconds
+        FROM run_records ORDER BY created_at""")
+    con.execute("CREATE OR REPLACE VIEW clusters AS SELECT * FROM cluster_records ORDER BY run, kh, kw, cluster")
     con.execute("""
         CREATE OR REPLACE VIEW models AS
         SELECT m.model, m.checkpoint_sha256, m.adapter, m.adapter_version, m.trained, m.source,
