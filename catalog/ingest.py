@@ -28,7 +28,7 @@ from adapters.base import Extraction, IngestOptions
 from . import __version__
 from .errors import CatalogError
 from .faults import crash_point
-from .kernel_table import build_kernel_table, checkpoint_digest
+from .kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
 from .store import Catalog, WriteSession
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -146,7 +146,7 @@ def _write_parquet(session: WriteSession, model: str, digest: str, table: pa.Tab
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{digest[:16]}-{uuid.uuid4().hex[:8]}.parquet"
     temporary = final.with_suffix(".parquet.tmp")
-    pq.write_table(table, temporary, compression="zstd")
+    pq.write_table(table, temporary, **PARQUET_OPTIONS)
     crash_point("parquet-written")
     _fsync(temporary)
     os.replace(temporary, final)
