@@ -55,7 +55,7 @@ class ArrayAdapter:
     name = "arrays"
     version = "1.0"
     description = "in-memory arrays (tests)"
-    priority = 0
+    priority = 100   # asked before the timm adapter, which takes any name-like string
 
     def __init__(self, layers: dict[str, np.ndarray], model: str = "arrays", trained: bool = True):
         self.layers, self.model, self.trained = layers, model, trained
