@@ -133,6 +133,158 @@ def adapters(fmt, output):
     show(pa.Table.from_pylist(rows), fmt, output)
 
 
+def _thresholds(values: tuple[str, ...]) -> dict[str, float]:
+    """--threshold 7x7=0.3 (repeatable) -> {"7x7": 0.3}."""
+    parsed = {}
+    for value in values:
+        size, _, number = value.partition("=")
+        try:
+            parsed[size.strip()] = float(number)
+        except ValueError:
+            raise CatalogError(f"--threshold {value}: expected SIZE=VALUE, e.g. 3x3=0.1") from None
+    return parsed
+
+
+def _echo(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@cli.command()
+@click.option("--run", "run", required=True, help="Name of the new embedding run.")
+@click.option("--where", default=None, help="SQL condition over the kernels view (default: all kernels).")
+@click.option("--latent-dim", type=int, default=2, show_default=True, help="Autoencoder latent size (the follow-up work used 1).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: enough for 3000 steps, 10..2000).")
+@click.option("--batch-size", type=int, default=4096, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preprocess", type=click.Choice(["center-l2", "min-max", "none"]), default="center-l2", show_default=True)
+@click.option("--threshold", "thresholds", multiple=True, help="Classified threshold per size, e.g. 3x3=0.1 (repeatable).")
+@click.option("--no-null", is_flag=True, help="Skip the iid Gaussian control (reports then show no null %).")
+@click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
+@click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")
+@click.pass_context
+def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, preprocess, thresholds, no_null, from_model, replace):
+    """Train an autoencoder per kernel size and store every kernel's embedding."""
+    from catalog.embed import EmbedParams, embed as run_embed
+
+    params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                         preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null)
+    run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo)
+    click.echo(f"embed run {run} stored; see `catalog report {run}`")
+
+
+def _cluster_params(k, k_max, space, method, seed, templates, name_threshold):
+    from catalog.cluster_run import ClusterParams
+
+    if k != "auto":
+        try:
+            k = int(k)
+        except ValueError:
+            raise CatalogError(f"--k {k}: give a positive integer or 'auto'") from None
+    return ClusterParams(k=k, k_max=k_max, space=space, method=method, seed=seed, templates=templates,
+                         name_threshold=name_threshold)
+
+
+def cluster_options(command):
+    for option in reversed([
+        click.option("--k", default="10", show_default=True,
+                     help="Clusters per kernel size, or 'auto' (best silhouette over 2..--k-max on a 5000-row sample)."),
+        click.option("--k-max", type=int, default=15, show_default=True),
+        click.option("--space", type=click.Choice(["reconstruction", "latent"]), default="reconstruction", show_default=True,
+                     help="Cluster unit-normalised reconstructions (recovers planted families) or raw latent z."),
+        click.option("--method", type=click.Choice(["kmeans", "minibatch", "gmm"]), default="kmeans", show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--templates", default="builtin", show_default=True, help="builtin, a template FILE, or builtin+FILE."),
+        click.option("--name-threshold", type=float, default=0.6, show_default=True,
+                     help="Minimum cosine of a cluster mean to its best template; below it: 'unmatched'."),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.option("--run", "run", required=True, help="Name of the new cluster run.")
+@click.option("--from", "from_run", required=True, help="The embed run to cluster.")
+@cluster_options
+@click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")
+@click.pass_context
+def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, replace):
+    """Cluster an embed run per kernel size and name the clusters by template matching."""
+    from catalog.cluster_run import cluster_run
+
+    params = _cluster_params(k, k_max, space, method, seed, templates, name_threshold)
+    cluster_run(open_catalog(ctx), run, from_run, params, replace=replace, echo=_echo)
+    click.echo(f"cluster run {run} stored; see `catalog report {run} --by layer`")
+
+
+@cli.command()
+@click.option("--run", "run", required=True, help="The cluster run to (re)name.")
+@click.option("--templates", default="builtin", show_default=True, help="builtin, a template FILE, or builtin+FILE.")
+@click.option("--name-threshold", type=float, default=0.6, show_default=True)
+@click.pass_context
+def identify(ctx, run, templates, name_threshold):
+    """Name the clusters and kernels of a cluster run against template families."""
+    from catalog.cluster_run import identify as run_identify
+
+    run_identify(open_catalog(ctx), run, templates, name_threshold, echo=_echo)
+    click.echo(f"cluster run {run} renamed with templates {templates}")
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(["paper", "default"]), default="paper", show_default=True,
+              help="paper: latent 1, k 10, thresholds 7x7 0.3 / 5x5 0.2; default: latent 2, k 10.")
+@click.option("--run", "run", default=None, help="Cluster run name (default: the preset's name); the embed run gets '<run>-ae'.")
+@click.option("--where", default=None, help="SQL condition over the kernels view.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--epochs", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replace", is_flag=True)
+@output_options
+@click.pass_context
+def analyze(ctx, preset, run, where, device, epochs, seed, replace, fmt, output):
+    """Embed, cluster and name in one go with a preset protocol, then print Table 1."""
+    from catalog.analyze import analyze as run_analyze
+
+    show(run_analyze(open_catalog(ctx), preset, run, where, device=device, epochs=epochs, seed=seed,
+                     replace=replace, echo=_echo), fmt, output)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--by", type=click.Choice(["model", "layer", "depth", "kernel_size", "cluster"]), default="model",
+              show_default=True, help="model: Table 1 (classified % vs null); layer/depth: Figure 8 as a table.")
+@click.option("--classified-only", is_flag=True, help="Cluster shares among classified kernels only.")
+@output_options
+@click.pass_context
+def report(ctx, run, by, classified_only, fmt, output):
+    """Report a run: classified % against the null model, cluster shares per layer, ..."""
+    from catalog.report import report as run_report
+
+    show(run_report(open_catalog(ctx), run, by, classified_only), fmt, output)
+
+
+@cli.group(invoke_without_command=True)
+@output_options
+@click.pass_context
+def runs(ctx, fmt, output):
+    """List analysis runs with their parameters and metrics (`runs delete NAME` removes one)."""
+    if ctx.invoked_subcommand is None:
+        from catalog.query import run_query
+
+        show(run_query(open_catalog(ctx), "SELECT * FROM runs"), fmt, output)
+
+
+@runs.command("delete")
+@click.argument("run")
+@click.pass_context
+def runs_delete(ctx, run):
+    """Delete RUN: exactly its rows and result files."""
+    from catalog.runs import delete_run
+
+    removed = delete_run(open_catalog(ctx), run)
+    click.echo(f"deleted run {run} ({removed} result files)")
+
+
 @cli.command()
 @click.option("--cache", type=click.Path(file_okay=False), envvar="KERNEL_CATALOG_CACHE",
               default=str(Path.home() / ".cache" / "kernel-catalog"), show_default=True,

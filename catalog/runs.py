@@ -11,6 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,12 +92,12 @@ def commit_run(
     catalog: Catalog,
     record: RunRecord,
     tables: dict[str, pa.Table],
-    blobs: dict[str, bytes] | None = None,
+    blobs: dict[str, Callable[[Path], None]] | None = None,
     clusters: pa.Table | None = None,
     replace: bool = False,
     wait: float | None = None,
 ) -> None:
-    """Write a run's result tables (and model files) and record it, all or nothing."""
+    """Write a run's result tables (and model files via `blobs` writers) and record it, all or nothing."""
     validate_run_name(record.run)
     with catalog.writer(wait=wait) as session:
         exists = session.con.execute("SELECT count(*) FROM run_records WHERE run = ?", [record.run]).fetchall()[0][0]
@@ -106,9 +107,10 @@ def commit_run(
         for kind, table in tables.items():
             path = stage_file(session, record.run, kind, lambda p, t=table: pq.write_table(t, p, compression="zstd"))
             staged.append((kind, path, table.num_rows))
-        for kind, data in (blobs or {}).items():
-            path = stage_file(session, record.run, kind, lambda p, d=data: Path(p).write_bytes(d))
-            staged.append((kind.split(":")[0], path, None))
+        for key, write in (blobs or {}).items():   # key "autoencoder:7x7": kind before the colon
+            kind = key.split(":")[0]
+            path = stage_file(session, record.run, kind, write)
+            staged.append((kind, path, None))
         crash_point("run-files-written")
         with session.transaction() as con:
             old = _delete_run_rows(con, record.run)
