@@ -157,17 +157,19 @@ def _echo(line: str) -> None:
 @click.option("--epochs", type=int, default=None, help="Training epochs (default: enough for 3000 steps, 10..2000).")
 @click.option("--batch-size", type=int, default=4096, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for training (more only on an idle machine).")
 @click.option("--preprocess", type=click.Choice(["center-l2", "min-max", "none"]), default="center-l2", show_default=True)
 @click.option("--threshold", "thresholds", multiple=True, help="Classified threshold per size, e.g. 3x3=0.1 (repeatable).")
 @click.option("--no-null", is_flag=True, help="Skip the iid Gaussian control (reports then show no null %).")
 @click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
 @click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")
 @click.pass_context
-def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, preprocess, thresholds, no_null, from_model, replace):
+def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds, no_null,
+          from_model, replace):
     """Train an autoencoder per kernel size and store every kernel's embedding."""
     from catalog.embed import EmbedParams, embed as run_embed
 
-    params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+    params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device, threads=threads,
                          preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null)
     run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo)
     click.echo(f"embed run {run} stored; see `catalog report {run}`")

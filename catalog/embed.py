@@ -39,6 +39,8 @@ class EmbedParams:
     hidden: tuple[int, ...] = (64, 32)
     thresholds: dict[str, float] = field(default_factory=dict)   # "7x7" -> 0.3 overrides
     null_model: bool = True
+    threads: int = 1                     # torch threads; 1 stays fast when the machine is shared
+
 
     def threshold(self, kh: int, kw: int) -> float:
         return self.thresholds.get(f"{kh}x{kw}", ae.default_threshold(kh, kw))
@@ -46,7 +48,8 @@ class EmbedParams:
     def train_kwargs(self, progress: bool) -> dict:
         """Keyword arguments for autoencoder.train_autoencoder (None means its default)."""
         chosen = dict(latent_dim=self.latent_dim, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                      seed=self.seed, device=self.device, progress=progress, hidden=self.hidden)
+                      seed=self.seed, device=self.device, progress=progress, hidden=self.hidden,
+                      threads=self.threads)
         return {k: v for k, v in chosen.items() if v is not None or k == "epochs"}
 
 
@@ -95,6 +98,7 @@ def embed(
     """Run the embedding step; returns the run's metrics (per kernel size)."""
     started = time.perf_counter()
     check_new_run(catalog, run, replace)
+    ae.resolve_device(params.device)     # --device cuda without CUDA fails before any work
     reused = load_run_models(catalog, require_run(catalog, from_model, "embed")["run"], params.device) \
         if from_model else {}
     selection = KernelSelection(catalog, where)
@@ -148,7 +152,7 @@ def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tupl
     threshold = params.threshold(kh, kw)
     for ids, weights in chunks:
         x, usable = preprocess(weights, params.preprocess)
-        z, _, recon_cos = ae.encode(model, x)
+        z, _, recon_cos = ae.encode(model, x, threads=params.threads)
         recon_cos = np.where(usable, recon_cos, np.nan).astype(np.float32)
         d = z.shape[1]
         offsets = np.arange(0, (len(z) + 1) * d, d, dtype=np.int32)

@@ -22,6 +22,18 @@ def catalog(tmp_path) -> Catalog:
     return Catalog(tmp_path / "catalog")
 
 
+@pytest.fixture(scope="session")
+def rapidocr_models() -> dict[str, Path]:
+    """The five trained PaddleOCR ONNX models, fetched once from PyPI into the cache folder."""
+    from catalog.rapidocr import DownloadError, fetch_rapidocr_models
+
+    cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
+    try:
+        return fetch_rapidocr_models(cache)
+    except DownloadError as exc:
+        pytest.skip(f"RapidOCR wheels not downloadable here (pip download failed): {exc}")
+
+
 @pytest.fixture
 def cls_onnx() -> Path:
     return CLS_ONNX

@@ -2,7 +2,6 @@
 on all RapidOCR models (fetched from PyPI into the cache; skipped only when pip cannot download)."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from onnx import TensorProto, helper, numpy_helper
 from adapters.base import IngestOptions
 from adapters.onnx_adapter import OnnxAdapter
 from catalog.errors import CatalogError
-from catalog.rapidocr import DownloadError, fetch_rapidocr_models
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -230,15 +228,6 @@ EXPECTED = {
     # the one 1x7 layer is followed by a BatchNormalization node, the 3x3 ones are folded
     "PP-OCRv6_rec_small": ({"3x3": 2496, "1x7": 120}, "mixed"),
 }
-
-
-@pytest.fixture(scope="module")
-def rapidocr_models() -> dict[str, Path]:
-    cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or REPO / ".cache")
-    try:
-        return fetch_rapidocr_models(cache)
-    except DownloadError as exc:
-        pytest.skip(f"RapidOCR wheels not downloadable here (pip download failed): {exc}")
 
 
 @pytest.mark.parametrize("stem", sorted(EXPECTED))

@@ -1,0 +1,180 @@
+"""The analysis through the catalog: embed -> cluster -> identify -> report, stored as runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from catalog import embed as embed_module
+from catalog.cluster_run import ClusterParams, cluster_run, identify
+from catalog.embed import EmbedParams, embed
+from catalog.errors import CatalogError
+from catalog.ingest import ingest
+from catalog.planted import DEFAULT_FAMILIES, planted_bank
+from catalog.report import report
+from catalog.runs import delete_run
+from catalog.store import Catalog
+
+from .conftest import SHARED_DATA, assert_one_line_error, run_cli, snapshot
+
+FAST = EmbedParams(batch_size=256, epochs=120)     # ~600 optimiser steps on 1,200 kernels
+
+
+def _bank_file(folder, name, seed):
+    kernels, labels = planted_bank(150, 7, 7, snr=2.0, seed=seed)
+    bad = np.zeros((3, 49), np.float32)
+    bad[0, 5] = np.nan                                      # kept in the catalog, excluded from training
+    path = folder / f"{name}.npz"
+    np.savez(path, weights=np.concatenate([kernels, bad]).reshape(-1, 7, 7))
+    return path, np.concatenate([labels, ["bad"] * 3])
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted")
+    catalog = Catalog(folder / "catalog")
+    path, truth = _bank_file(folder, "bank", seed=0)
+    ingest(catalog, str(path))
+    embed(catalog, "ae", "model = 'bank'", params=FAST, progress=False)
+    cluster_run(catalog, "ae-k8", "ae", ClusterParams(k=len(DEFAULT_FAMILIES)))
+    return catalog, truth, folder
+
+
+def _labels(catalog, run):
+    return catalog.sql("SELECT k.channel, l.* FROM labels l JOIN kernels k USING (kernel_id) "
+                       "WHERE l.run = ? ORDER BY k.channel", [run]).to_pylist()
+
+
+def test_embeddings_stored_for_every_kernel(planted):
+    catalog, truth, _ = planted
+    rows = catalog.sql("SELECT e.*, k.nonfinite FROM embeddings e JOIN kernels k USING (kernel_id) WHERE run = 'ae'").to_pylist()
+    assert len(rows) == len(truth) == 1203
+    assert sum(not r["usable"] for r in rows) == 3      # the NaN row and two all-zero rows, kept and flagged
+    usable = [r for r in rows if r["usable"]]
+    assert all(len(r["z"]) == 2 and -1 <= r["recon_cos"] <= 1 for r in usable)
+    assert all(r["z"] is None for r in rows if not r["usable"])
+    record = catalog.sql("SELECT * FROM runs WHERE run = 'ae'").to_pylist()[0]
+    metrics = json.loads(record["metrics"])["7x7"]
+    assert record["kind"] == "embed" and record["device"] == "cpu" and record["code_version"]
+    assert metrics["classified"] > 0.9 and metrics["null_classified"] < 0.05     # planted vs iid control
+    assert json.loads(record["params"])["latent_dim"] == 2
+
+
+def test_clusters_recover_and_name_the_planted_families(planted):
+    catalog, truth, _ = planted
+    rows = _labels(catalog, "ae-k8")
+    usable = [r for r in rows if r["cluster"] is not None]
+    planted_truth = truth[[r["channel"] for r in usable]]
+    assert adjusted_rand_score(planted_truth, [r["cluster"] for r in usable]) >= 0.9
+    named_right = np.mean([r["label"] == t for r, t in zip(usable, planted_truth)])
+    assert named_right >= 0.9
+    clusters = catalog.sql("SELECT * FROM clusters WHERE run = 'ae-k8'").to_pylist()
+    assert len(clusters) == 8 and {c["label"] for c in clusters} == set(DEFAULT_FAMILIES)
+    assert all(len(c["mean_kernel"]) == 49 and c["score"] > 0.6 for c in clusters)
+
+
+def test_same_seed_same_labels(planted):
+    catalog, _, _ = planted
+    cluster_run(catalog, "ae-k8-again", "ae", ClusterParams(k=8))
+    assert [r["cluster"] for r in _labels(catalog, "ae-k8")] == [r["cluster"] for r in _labels(catalog, "ae-k8-again")]
+    delete_run(catalog, "ae-k8-again")
+
+
+def test_reports_in_every_grouping_and_format(planted):
+    catalog, _, _ = planted
+    table1 = report(catalog, "ae-k8", "model").to_pylist()
+    assert table1[0]["model"] == "bank" and table1[0]["kernels"] == 1203 and table1[0]["usable"] == 1200
+    assert table1[0]["classified_pct"] > 90 and table1[0]["null_classified_pct"] < 5
+    by_layer = report(catalog, "ae-k8", "layer")
+    assert set(DEFAULT_FAMILIES) <= set(by_layer.column_names)
+    assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in DEFAULT_FAMILIES) - 1) < 0.01
+    env = {"KERNEL_CATALOG": str(catalog.root)}
+    as_json = json.loads(run_cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", env=env, check=True).stdout)
+    assert as_json[0]["size"] == "7x7"
+    as_csv = run_cli("report", "ae-k8", "--by", "cluster", "--format", "csv", env=env, check=True).stdout
+    assert as_csv.splitlines()[0] == "size,cluster,label,template,score,n_kernels,share" and len(as_csv.splitlines()) == 9
+    table = run_cli("report", "ae-k8", "--by", "depth", env=env, check=True).stdout
+    assert "depth_from" in table and "dog-on" in table
+
+
+def test_run_names_replace_and_delete(planted):
+    catalog, _, _ = planted
+    with pytest.raises(CatalogError, match="already exists; pass --replace"):
+        cluster_run(catalog, "ae-k8", "ae", ClusterParams(k=8))
+    cluster_run(catalog, "extra", "ae", ClusterParams(k=3))
+    before = snapshot(catalog)
+    counts = catalog.sql("SELECT run, count(*) AS n FROM labels GROUP BY run ORDER BY run").to_pylist()
+    cluster_run(catalog, "extra", "ae", ClusterParams(k=4), replace=True)
+    assert catalog.sql("SELECT count(DISTINCT cluster) AS n FROM labels WHERE run = 'extra'").to_pylist() == [{"n": 4}]
+    with pytest.raises(CatalogError, match="parent of"):
+        delete_run(catalog, "ae")
+    delete_run(catalog, "extra")
+    assert catalog.sql("SELECT run, count(*) AS n FROM labels GROUP BY run ORDER BY run").to_pylist() == \
+        [c for c in counts if c["run"] != "extra"]
+    assert catalog.sql("SELECT count(*) AS n FROM clusters WHERE run = 'extra'").to_pylist() == [{"n": 0}]
+    assert not list((catalog.root / "results").glob("run=extra*/*"))
+    assert snapshot(catalog) == before                       # kernels untouched throughout
+    assert_one_line_error(run_cli("--catalog", str(catalog.root), "report", "nope"), "unknown run 'nope'")
+
+
+def test_identify_with_the_master_key_templates(planted):
+    catalog, _, _ = planted
+    master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
+    if not master_keys.exists():
+        pytest.skip(f"{master_keys} not found")
+    cluster_run(catalog, "mk", "ae", ClusterParams(k=8))
+    identify(catalog, "mk", templates=f"builtin+{master_keys}")
+    record = catalog.sql("SELECT params FROM runs WHERE run = 'mk'").to_pylist()[0]
+    assert json.loads(record["params"])["templates"].endswith("master_key_filters_8x7x7.txt")
+    assert len(_labels(catalog, "mk")) == 1203
+    identify(catalog, "mk", templates=str(master_keys))              # replace the builtin families
+    labels = {c["label"] for c in catalog.sql("SELECT label FROM clusters WHERE run = 'mk'").to_pylist()}
+    assert labels <= {f"master-key-{i}" for i in range(1, 9)} | {"unmatched"}
+    delete_run(catalog, "mk")
+
+
+def test_from_model_embeds_new_kernels_without_training(planted):
+    catalog, _, folder = planted
+    path, _ = _bank_file(folder, "bank2", seed=5)
+    ingest(catalog, str(path))
+    embed(catalog, "ae-bank2", "model = 'bank2'", FAST, from_model="ae", progress=False)
+    files = catalog.sql("SELECT kind, count(*) AS n FROM result_files WHERE run = 'ae-bank2' GROUP BY kind").to_pylist()
+    assert files == [{"kind": "embeddings", "n": 1}]                 # no autoencoder trained or saved
+    record = catalog.sql("SELECT parent, metrics FROM runs WHERE run = 'ae-bank2'").to_pylist()[0]
+    assert record["parent"] == "ae" and json.loads(record["metrics"])["7x7"]["classified"] > 0.9
+    delete_run(catalog, "ae-bank2")
+
+
+def test_streaming_gives_the_same_embeddings(planted, monkeypatch):
+    catalog, _, _ = planted
+    monkeypatch.setattr(embed_module, "STREAM_ABOVE", 10)          # force the Parquet-streaming path
+    embed(catalog, "ae-streamed", "model = 'bank'", params=FAST, progress=False)
+    same = catalog.sql("SELECT count(*) AS n FROM embeddings a JOIN embeddings b USING (kernel_id) "
+                       "WHERE a.run = 'ae' AND b.run = 'ae-streamed' AND a.z IS NOT DISTINCT FROM b.z").to_pylist()
+    assert same == [{"n": 1203}]
+    delete_run(catalog, "ae-streamed")
+
+
+def test_device_cuda_without_cuda_is_one_clear_line(planted):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    catalog, _, _ = planted
+    result = run_cli("--catalog", str(catalog.root), "embed", "--run", "gpu", "--device", "cuda")
+    assert_one_line_error(result, "--device cuda", "no CUDA")
+    assert_one_line_error(run_cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "kh = 99"),
+                          "matches no kernels")
+    assert_one_line_error(run_cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "nonsense ="),
+                          "--where")
+
+
+def test_real_trained_kernels_beat_their_null_model(tmp_path, rapidocr_models):
+    """SCIENCE.md's honest check: trained 5x5 kernels are classified far more often than an iid
+    Gaussian control of the same shape and count, same protocol (default latent 2)."""
+    catalog = Catalog(tmp_path / "catalog")
+    ingest(catalog, str(rapidocr_models["ch_PP-OCRv4_det_infer"]))
+    metrics = embed(catalog, "real5", "kh = 5 AND kw = 5", EmbedParams(), progress=False)["5x5"]
+    assert metrics["n"] == 2112
+    assert metrics["classified"] - metrics["null_classified"] >= 0.5, metrics
