@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
@@ -291,14 +290,16 @@ def runs_delete(ctx, run):
 @click.option("--cache", type=click.Path(file_okay=False), envvar="KERNEL_CATALOG_CACHE",
               default=str(Path.home() / ".cache" / "kernel-catalog"), show_default=True,
               help="Where downloaded model files are kept (env KERNEL_CATALOG_CACHE).")
-@output_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.pass_context
-def demo(ctx, cache, fmt, output):
+def demo(ctx, cache, fmt):
     """Ingest real trained kernels (PaddleOCR ONNX models) and a timm reference, then summarise."""
     from catalog.demo import run_demo
 
-    summary = run_demo(open_catalog(ctx), Path(cache), echo=lambda line: click.echo(line, err=True))
-    show(summary, fmt, output)
+    tables = run_demo(open_catalog(ctx), Path(cache), echo=_echo)
+    for title, table in tables.items():
+        click.echo(f"\n## {title}")
+        show(table, fmt, None)
 
 
 def main() -> None:

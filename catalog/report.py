@@ -56,7 +56,7 @@ def _pivot(con, long: pa.Table, keys: list[str]) -> pa.Table:
         return long
     con.register("shares_long", long)
     group = ", ".join(keys)
-    return con.sql(f"PIVOT shares_long ON label USING round(first(share), 3) GROUP BY {group} "
+    return con.sql(f"PIVOT shares_long ON label USING coalesce(round(first(share), 3), 0) GROUP BY {group} "
                    f"ORDER BY {group}").to_arrow_table()
 
 

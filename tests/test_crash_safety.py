@@ -1,7 +1,6 @@
 """kill -9 at every step of a write leaves the catalog as it was (or, after the commit, as after)."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
