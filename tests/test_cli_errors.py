@@ -77,3 +77,26 @@ def test_outputs(filled, tmp_path):
     table = pq.read_table(subset)
     assert table.num_rows == filled.sql("SELECT count(*) n FROM kernels WHERE depth > 0.8").to_pylist()[0]["n"] > 0
     assert "weights" in table.column_names
+
+
+def test_unknown_timm_model_and_model_without_depthwise(filled):
+    before = snapshot(filled)
+    assert_one_line_error(_cli(filled, "ingest", "convnxt_tiny", "--random-init"),
+                          "unknown timm model 'convnxt_tiny'", "did you mean convnext_tiny")
+    assert_one_line_error(_cli(filled, "ingest", "resnet18", "--random-init"), "resnet18 has no depthwise convolution")
+    assert_one_line_error(_cli(filled, "ingest", "convnext_atto.d2_in1k"), "no local weights", "--random-init")
+    assert_one_line_error(_cli(filled, "ingest", "no_such_arch_*", "--random-init"), "no_such_arch_*")
+    assert snapshot(filled) == before
+
+
+def test_nan_weights_are_ingested_and_flagged_through_the_cli(filled, tmp_path):
+    import numpy as np
+
+    bank = np.random.default_rng(0).normal(size=(6, 5, 5)).astype(np.float32)
+    bank[2, 0, 0] = np.nan
+    path = tmp_path / "odd.npy"
+    np.save(path, bank)
+    done = _cli(filled, "ingest", str(path))
+    assert done.returncode == 0 and "1 with NaN/Inf (flagged)" in done.stdout
+    rows = filled.sql("SELECT channel, nonfinite FROM kernels WHERE model = 'odd' ORDER BY channel").to_pylist()
+    assert [r["nonfinite"] for r in rows] == [False, False, True, False, False, False]
