@@ -26,6 +26,7 @@ from adapters import registry
 from adapters.base import Extraction, IngestOptions
 
 from . import __version__
+from .atomic import staged_file
 from .errors import CatalogError
 from .faults import crash_point
 from .kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
@@ -145,22 +146,11 @@ def _write_parquet(session: WriteSession, model: str, digest: str, table: pa.Tab
     folder = session.root / "kernels" / f"model={model}"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{digest[:16]}-{uuid.uuid4().hex[:8]}.parquet"
-    temporary = final.with_suffix(".parquet.tmp")
-    pq.write_table(table, temporary, **PARQUET_OPTIONS)
-    crash_point("parquet-written")
-    _fsync(temporary)
-    os.replace(temporary, final)
-    _fsync(folder)
+    with staged_file(final) as temporary:
+        pq.write_table(table, temporary, **PARQUET_OPTIONS)
+        crash_point("parquet-written")
     crash_point("parquet-renamed")
     return final.relative_to(session.root).as_posix()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _replace_model_rows(session, result, extraction, adapter_version, layer_rows, path, table) -> list[str]:

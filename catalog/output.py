@@ -9,13 +9,13 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import staged_file
 from .errors import CatalogError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -103,15 +103,11 @@ def write_rows(table: pa.Table, fmt: str, path: str | None, stream: TextIO) -> N
     target = Path(path)
     if not target.parent.exists():
         raise CatalogError(f"{path}: folder {target.parent} does not exist; create it first")
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        if fmt == "parquet":
-            pq.write_table(table, temporary, compression="zstd")
-        else:
-            text = {"table": to_text_table, "csv": to_csv, "json": to_json}[fmt](table)
-            temporary.write_text(text)
-        os.replace(temporary, target)
+        with staged_file(target, durable=False) as temporary:
+            if fmt == "parquet":
+                pq.write_table(table, temporary, compression="zstd")
+            else:
+                temporary.write_text({"table": to_text_table, "csv": to_csv, "json": to_json}[fmt](table))
     except OSError as error:
         raise CatalogError(f"{path}: cannot write ({error.strerror}); choose a writable path") from None
-    finally:
-        temporary.unlink(missing_ok=True)

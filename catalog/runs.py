@@ -6,7 +6,6 @@ results/run=<name>/, then one transaction records them (and drops a replaced run
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .atomic import staged_file
 from .errors import CatalogError
 from .faults import crash_point
 from .store import Catalog, WriteSession
@@ -77,14 +77,8 @@ def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
     final = folder / f"{kind}-{uuid.uuid4().hex[:8]}{suffix}"
-    temporary = final.with_name(final.name + ".tmp")
-    write(temporary)
-    fd = os.open(temporary, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, final)
+    with staged_file(final) as temporary:
+        write(temporary)
     return final.relative_to(session.root).as_posix()
 
 
