@@ -39,6 +39,9 @@ KERNEL_SCHEMA = pa.schema([
 # Dictionary pages and min/max statistics pay off for the small columns; on the weight lists
 # they cost 60 % of the write time and make the file larger, so they are off there.
 PARQUET_OPTIONS = dict(
+    # 64 k kernels per row group: DuckDB decodes one row group per thread, so this bounds the
+    # memory of every scan (a 1 M-kernel group of 7x7 weights is ~200 MB per thread).
+    row_group_size=65_536,
     compression="zstd",
     compression_level=1,
     use_dictionary=["checkpoint_sha256", "adapter", "layer"],

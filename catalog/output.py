@@ -36,14 +36,14 @@ def format_for(path: str | None, requested: str | None) -> str:
     return "table"
 
 
-def _plain(value):
+def json_safe(value):
     """JSON-safe Python value: NaN/Inf become null (JSON has no such numbers)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
@@ -51,7 +51,7 @@ def _plain(value):
 
 def to_json(table: pa.Table) -> str:
     """One JSON array of row objects."""
-    return json.dumps([_plain(row) for row in table.to_pylist()], default=str)
+    return json.dumps([json_safe(row) for row in table.to_pylist()], default=str)
 
 
 def to_csv(table: pa.Table) -> str:
@@ -59,7 +59,7 @@ def to_csv(table: pa.Table) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(table.column_names)
     for row in table.to_pylist():
-        writer.writerow([json.dumps(_plain(v)) if isinstance(v, (list, dict)) else
+        writer.writerow([json.dumps(json_safe(v)) if isinstance(v, (list, dict)) else
                          ("" if v is None else v) for v in row.values()])
     return buffer.getvalue()
 
