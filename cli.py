@@ -132,6 +132,25 @@ def adapters(fmt, output):
     show(pa.Table.from_pylist(rows), fmt, output)
 
 
+@cli.command()
+@click.option("--query", default=None, help="SQL over the views selecting the rows to export.")
+@click.option("--where", default=None, help="Condition over the kernels view (SELECT * FROM kernels WHERE ...).")
+@click.option("--format", "fmt", default=None, help="parquet, csv or npz (default: from the -o suffix).")
+@click.option("-o", "--output", "output", default=None, help="File to write; a FILE.manifest.json is written beside it.")
+@click.option("--force", is_flag=True, help="Overwrite FILE (and its manifest) if it exists.")
+@click.option("--batch-rows", type=int, default=65_536, show_default=True, help="Rows per streamed batch (bounds memory).")
+@click.option("--wait", type=float, default=10.0, show_default=True, help="Seconds to wait while a writer commits.")
+@click.pass_context
+def export(ctx, query, where, fmt, output, force, batch_rows, wait):
+    """Export a selection to Parquet, CSV or NPZ (streamed, atomic) with a reproducibility manifest."""
+    from catalog.export import export as run_export
+
+    result = run_export(open_catalog(ctx), output, query=query, where=where, fmt=fmt, force=force,
+                        batch_rows=batch_rows, wait=wait)
+    click.echo(f"wrote {result.row_count} rows to {result.path} ({result.format}); manifest {result.manifest_path}",
+               err=True)
+
+
 def _thresholds(values: tuple[str, ...]) -> dict[str, float]:
     """--threshold 7x7=0.3 (repeatable) -> {"7x7": 0.3}."""
     parsed = {}
@@ -290,16 +309,97 @@ def runs_delete(ctx, run):
 @click.option("--cache", type=click.Path(file_okay=False), envvar="KERNEL_CATALOG_CACHE",
               default=str(Path.home() / ".cache" / "kernel-catalog"), show_default=True,
               help="Where downloaded model files are kept (env KERNEL_CATALOG_CACHE).")
+@click.option("--figures", type=click.Path(file_okay=False), default=None,
+              help="Folder for the demo's figures (default: <catalog>/figures).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.pass_context
-def demo(ctx, cache, fmt):
+def demo(ctx, cache, figures, fmt):
     """Ingest real trained kernels (PaddleOCR ONNX models) and a timm reference, then summarise."""
     from catalog.demo import run_demo
 
-    tables = run_demo(open_catalog(ctx), Path(cache), echo=_echo)
+    tables = run_demo(open_catalog(ctx), Path(cache), echo=_echo, figures_dir=Path(figures) if figures else None)
     for title, table in tables.items():
         click.echo(f"\n## {title}")
         show(table, fmt, None)
+
+
+@cli.group()
+def figure():
+    """Publication figures (PNG, PDF or SVG by the extension of -o): kernels, clusters, layers, classified."""
+
+
+def _wrote(path) -> None:
+    click.echo(f"wrote {path}", err=True)
+
+
+@figure.command("kernels")
+@click.option("--where", default=None, help="SQL condition over the kernels view (default: all kernels).")
+@click.option("--sort-by", "sort_by", default=None, help="cluster (needs --run), model, layer_index or l2; groups rows.")
+@click.option("--run", "run", default=None, help="Cluster run whose labels --sort-by cluster uses.")
+@click.option("--limit", type=int, default=400, show_default=True, help="At most this many kernels; a seeded sample beyond.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample (stated in the figure).")
+@click.option("--scale", default="shared", show_default=True, help="shared (one symmetric scale) or per-kernel.")
+@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@click.pass_context
+def figure_kernels(ctx, where, sort_by, run, limit, seed, scale, output):
+    """A grid of kernels (any size, non-square included) on a diverging scale centred at zero."""
+    from catalog.figures import figure_kernels as draw
+
+    draw(open_catalog(ctx), output, where=where, sort_by=sort_by, run=run, limit=limit, seed=seed, scale=scale)
+    _wrote(output)
+
+
+@figure.command("clusters")
+@click.option("--run", "run", required=True, help="A cluster run.")
+@click.option("--scale", default="shared", show_default=True, help="shared (one symmetric scale) or per-kernel.")
+@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@click.pass_context
+def figure_clusters(ctx, run, scale, output):
+    """Prototype (mean kernel) and medoid of every cluster, with name, score and share."""
+    from catalog.figures import figure_clusters as draw
+
+    draw(open_catalog(ctx), run, output, scale=scale)
+    _wrote(output)
+
+
+@figure.command("layers")
+@click.option("--run", "run", required=True, help="A cluster run.")
+@click.option("--model", required=True, help="The model whose layers to show.")
+@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@click.pass_context
+def figure_layers(ctx, run, model, output):
+    """Stacked bars: the share of each named cluster per layer of one model."""
+    from catalog.figures import figure_layers as draw
+
+    draw(open_catalog(ctx), run, model, output)
+    _wrote(output)
+
+
+@figure.command("classified")
+@click.option("--run", "run", required=True, help="An embed or cluster run.")
+@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@click.pass_context
+def figure_classified(ctx, run, output):
+    """Classified % per model next to the null model's (Table 1 as a figure)."""
+    from catalog.figures import figure_classified as draw
+
+    draw(open_catalog(ctx), run, output)
+    _wrote(output)
+
+
+@cli.command()
+@click.option("--run", "run", required=True, help="The cluster run to show.")
+@click.option("-o", "--output", required=True, help="Folder to write the site into (index.html inside).")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty folder.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the member samples per cluster.")
+@click.pass_context
+def gallery(ctx, run, output, force, seed):
+    """A static HTML gallery of a cluster run (models, layers, clusters); opens from disk."""
+    from catalog.gallery import write_gallery
+
+    summary = write_gallery(open_catalog(ctx), run, output, force=force, seed=seed, echo=_echo)
+    click.echo(f"wrote {summary['pages']} pages and {summary['images']} images to {summary['path']} "
+               f"(open {Path(summary['path']) / 'index.html'})", err=True)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from adapters.base import IngestOptions
 
 from .analyze import analyze
+from .figures import paper_figures
 from .ingest import IngestFailure, ingest_many
 from .query import run_query
 from .report import report
@@ -49,8 +50,10 @@ ANALYSIS_RUN = "demo"
 ANALYSIS_WHERE = "trained AND kh = kw AND kh >= 5"   # trained 5x5 and 7x7 kernels
 
 
-def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = print) -> dict[str, pa.Table]:
-    """Ingest the demo sources, run the analysis once (both idempotent), return the result tables."""
+def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = print,
+             figures_dir: Path | None = None) -> dict[str, pa.Table]:
+    """Ingest the demo sources, run the analysis once (both idempotent), draw the figures
+    (default: <catalog>/figures), return the result tables."""
     echo(f"catalog: {catalog.root}")
     echo(f"fetching trained PaddleOCR ONNX models (pip download --no-deps) into {cache_dir}")
     sources = [str(p) for p in demo_sources(cache_dir)]
@@ -70,6 +73,8 @@ def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = pr
     else:
         echo(f"analysis run '{ANALYSIS_RUN}' already in the catalog (`catalog runs delete {ANALYSIS_RUN}` "
              f"and `catalog runs delete {ANALYSIS_RUN}-ae` to redo it)")
+    figures = paper_figures(catalog, ANALYSIS_RUN, figures_dir or catalog.root / "figures")
+    echo("figures: " + ", ".join(str(path) for path in figures.values()))
     return {
         "kernels per model and size": run_query(catalog, SUMMARY_SQL),
         "Table 1: classified % vs the iid Gaussian null (same protocol)": report(catalog, ANALYSIS_RUN, "model"),
