@@ -412,8 +412,15 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as error:   # bare `catalog`: the help text
+        click.echo(error.ctx.get_help() if error.ctx else str(error))
+        sys.exit(0)
+    except click.UsageError as error:   # one line, like every other user error
+        command = error.ctx.command_path if error.ctx else "catalog"
+        click.echo(f"Error: {error.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
-        error.show()
+        click.echo(f"Error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
 
 

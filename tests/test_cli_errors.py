@@ -100,3 +100,9 @@ def test_nan_weights_are_ingested_and_flagged_through_the_cli(filled, tmp_path):
     assert done.returncode == 0 and "1 with NaN/Inf (flagged)" in done.stdout
     rows = filled.sql("SELECT channel, nonfinite FROM kernels WHERE model = 'odd' ORDER BY channel").to_pylist()
     assert [r["nonfinite"] for r in rows] == [False, False, True, False, False, False]
+
+
+def test_usage_errors_are_one_line_too(filled):
+    assert_one_line_error(_cli(filled, "embed"), "Missing option '--run'", "--help")
+    assert_one_line_error(_cli(filled, "sql", "SELECT 1", "--format", "xml"), "--format")
+    assert_one_line_error(_cli(filled, "nosuchcommand"), "No such command")
