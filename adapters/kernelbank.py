@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, error_summary
 
 SUFFIXES = (".npy", ".npz")
 INDEX_ARRAYS = ("kernel_id", "model", "layer", "channel")
@@ -51,7 +51,7 @@ class KernelBankAdapter:
                 layers, meta = read_npz(path, options)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise CatalogError(f"{path}: not a readable numpy file ({type(exc).__name__}:"
-                               f" {_first_line(exc)}); the file is corrupt, truncated or holds"
+                               f" {error_summary(exc)}); the file is corrupt, truncated or holds"
                                " Python objects: save it with np.save/np.savez") from None
         if not layers:
             raise CatalogError(
@@ -106,6 +106,3 @@ def _floating(array: np.ndarray) -> bool:
     return np.issubdtype(array.dtype, np.floating)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no detail"

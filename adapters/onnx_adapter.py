@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, error_summary
 
 _PASS_THROUGH = {"Identity"}
 
@@ -117,7 +117,7 @@ def load_model(path: Path) -> Any:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise CatalogError(
-            f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)});"
+            f"{path}: not a readable ONNX model ({type(exc).__name__}: {error_summary(exc)});"
             " the file is corrupt or truncated: download it again") from None
     if not model.HasField("graph"):     # an empty file parses as an empty ModelProto
         raise CatalogError(f"{path}: not an ONNX model (no graph); check the file")
@@ -199,7 +199,7 @@ def _to_float32(tensor: Any, path: Path) -> tuple[np.ndarray, str]:
         array = numpy_helper.to_array(tensor, base_dir=str(path.parent))
     except (ValueError, OSError, TypeError) as exc:
         raise CatalogError(
-            f"{path}: cannot read weight tensor {tensor.name!r} ({_first_line(exc)});"
+            f"{path}: cannot read weight tensor {tensor.name!r} ({error_summary(exc)});"
             " the file or its external data is corrupt or missing: download it again") from None
     dtype = str(array.dtype)
     if array.dtype != np.float32:
@@ -223,6 +223,3 @@ def _default_opset(model: Any) -> int | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no detail"

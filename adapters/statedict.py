@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, error_summary
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -106,7 +106,7 @@ def read_safetensors(path: Path, options: IngestOptions) -> tuple[list[Depthwise
                 weights = _torch_to_float32(f.get_tensor(name))
                 layers.append(_layer(name, weights, _SAFETENSORS_DTYPES.get(dtype, dtype.lower())))
     except (SafetensorError, OSError) as exc:
-        raise CatalogError(f"{path}: not a readable safetensors file ({_first_line(exc)});"
+        raise CatalogError(f"{path}: not a readable safetensors file ({error_summary(exc).split('. ')[0]});"
                            " the file is corrupt or truncated: get it again") from None
     return layers, {"format": "safetensors", "metadata": file_meta}
 
@@ -147,7 +147,7 @@ def load_torch(path: Path) -> Any:
                 " (weights_only=True); re-save it as torch.save(model.state_dict()) or as"
                 " .safetensors") from None
         raise CatalogError(f"{path}: not a readable PyTorch file ({type(exc).__name__}:"
-                           f" {_first_line(exc)}); the file is corrupt or truncated: get it"
+                           f" {error_summary(exc).split('. ')[0]}); the file is corrupt or truncated: get it"
                            " again") from None
 
 
@@ -185,7 +185,3 @@ def _layer(tensor_name: str, weights: np.ndarray, dtype: str) -> DepthwiseLayer:
     return DepthwiseLayer(name=layer_name(tensor_name), weights=weights, meta=meta)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first sentence of an exception message (torch's run on for several)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].split(". ")[0] if text else "no detail"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, error_summary
 
 _WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("_orig_mod.", "module.")      # torch.compile, DDP
@@ -42,7 +42,7 @@ class WeightFile:
         try:
             self._safe = safe_open(str(self.path), framework="pt", device="cpu")
         except (SafetensorError, OSError) as exc:
-            raise CatalogError(f"cannot read checkpoint {self.path}: {_first_line(exc)}") from None
+            raise CatalogError(f"cannot read checkpoint {self.path}: {error_summary(exc)}") from None
         self._keys = _clean_keys(self._safe.keys())
         self.shapes = {k: tuple(self._safe.get_slice(f).get_shape()) for k, f in self._keys.items()}
 
@@ -87,14 +87,14 @@ def _torch_load(path: Path) -> Any:
         raise _unpickling_error(path, exc) from None
     except RuntimeError as exc:
         if "mmap" not in str(exc):
-            raise CatalogError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+            raise CatalogError(f"cannot read checkpoint {path}: {error_summary(exc)}") from None
     # Legacy (non-zip) torch files cannot be memory-mapped: read them whole.
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, exc) from None
     except Exception as exc:  # torch raises KeyError, EOFError, ... on files that are not its own
-        raise _not_a_checkpoint(path, f"{type(exc).__name__}: {_first_line(exc)}") from None
+        raise _not_a_checkpoint(path, f"{type(exc).__name__}: {error_summary(exc)}") from None
 
 
 def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> CatalogError:
@@ -125,9 +125,6 @@ def _clean_keys(keys: Iterable[str]) -> dict[str, str]:
     return clean
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def mismatches(

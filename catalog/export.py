@@ -69,9 +69,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .atomic import fsync_path
-from .errors import CatalogError
+from .errors import CatalogError, error_summary
 from .faults import crash_point
-from .store import Catalog, _first_line
+from .store import Catalog
 
 FORMATS = ("parquet", "csv", "npz")
 _SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".npz": "npz"}
@@ -225,7 +225,7 @@ def _batches(reader: pa.RecordBatchReader):
         except StopIteration:
             return
         except (duckdb.Error, pa.ArrowException, OSError) as error:   # DuckDB's error, through Arrow
-            raise CatalogError(f"SQL error: {_first_line(error)}; nothing written") from None
+            raise CatalogError(f"SQL error: {error_summary(error, lines=2)}; nothing written") from None
         if batch.num_rows:
             yield batch
 
@@ -544,7 +544,7 @@ def export(
                 hint = ("" if not isinstance(error, duckdb.ParserException)
                         else "; --query takes one SELECT statement" if query is not None
                         else "; --where takes one SQL condition")
-                raise CatalogError(f"SQL error: {_first_line(error)}{hint}") from None
+                raise CatalogError(f"SQL error: {error_summary(error, lines=2)}{hint}") from None
             if plan.row_count == 0:
                 raise CatalogError(_empty_message(con, selection))
             tracker = _Tracker(plan.row_count, progress)
@@ -568,12 +568,12 @@ def export(
                 raise
             fsync_path(target.parent)
         except duckdb.Error as error:
-            raise CatalogError(f"SQL error: {_first_line(error)}; nothing written") from None
+            raise CatalogError(f"SQL error: {error_summary(error, lines=2)}; nothing written") from None
         except pa.ArrowInvalid as error:
-            raise CatalogError(f"export: cannot convert the selection ({_first_line(error)}); "
+            raise CatalogError(f"export: cannot convert the selection ({error_summary(error, lines=2)}); "
                                "nothing written") from None
         except OSError as error:
-            reason = error.strerror or _first_line(error)
+            reason = error.strerror or error_summary(error, lines=2)
             raise CatalogError(f"export: cannot write {target} ({reason}); nothing written") from None
         finally:
             data_tmp.unlink(missing_ok=True)

@@ -14,12 +14,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import CatalogError
+from .errors import CatalogError, error_summary
 from .preprocess import preprocess
 from .query import run_query
 from .report import report
 from .runs import require_run
-from .store import Catalog, _first_line
+from .store import Catalog
 from .templates import FAMILIES, UNMATCHED
 
 SORT_KEYS = ("cluster", "model", "layer_index", "l2")
@@ -90,7 +90,7 @@ def kernel_sample(catalog: Catalog, where: str | None = None, sort_by: str | Non
         try:
             candidates = con.sql(candidates_sql, params=params).to_arrow_table()
         except duckdb.Error as error:
-            raise CatalogError(f"--where {where!r}: {_first_line(error)}") from None
+            raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
         n = candidates.num_rows
         if n == 0:
             raise CatalogError(f"no kernels match --where {where!r}; check it with `catalog sql`" if where

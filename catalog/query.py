@@ -6,8 +6,8 @@ import difflib
 import duckdb
 import pyarrow as pa
 
-from .errors import CatalogError
-from .store import Catalog, _first_line
+from .errors import CatalogError, error_summary
+from .store import Catalog
 
 
 def run_query(catalog: Catalog, query: str, params: list | None = None, wait: float = 10.0) -> pa.Table:
@@ -16,7 +16,7 @@ def run_query(catalog: Catalog, query: str, params: list | None = None, wait: fl
         try:
             return con.sql(query, params=params).to_arrow_table()
         except duckdb.Error as error:
-            raise CatalogError(f"SQL error: {_first_line(error)}") from None
+            raise CatalogError(f"SQL error: {error_summary(error, lines=2)}") from None
 
 
 def list_models(catalog: Catalog) -> pa.Table:

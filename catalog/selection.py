@@ -12,8 +12,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import CatalogError
-from .store import Catalog, _first_line
+from .errors import CatalogError, error_summary
+from .store import Catalog
 from .views import kernels_view_sql
 
 
@@ -41,7 +41,7 @@ class KernelSelection:
                 f"SELECT kh, kw, count(*) AS n FROM kernels WHERE ({self.where}) GROUP BY ALL ORDER BY kh, kw"
             ).fetchall()
         except duckdb.Error as error:
-            raise CatalogError(f"--where {where!r}: {_first_line(error)}") from None
+            raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
 
     def sizes(self) -> list[tuple[int, int, int]]:
         """(kh, kw, count) of every kernel size in the selection."""

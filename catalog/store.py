@@ -145,11 +145,6 @@ class Catalog:
         )
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(error).__name__
-
-
 class WriteSession:
     """Inside `Catalog.writer()`: stage files, then commit metadata in one transaction."""
 
