@@ -42,6 +42,9 @@ class ClusterParams:
     seed: int = 0
     templates: str = "builtin"          # builtin | FILE | builtin+FILE
     name_threshold: float = tpl.DEFAULT_NAME_THRESHOLD
+    # One thread: on a shared 2-core machine OpenMP threads waiting for a busy core made k-means
+    # fits 10-40x slower (catalog.clustering); one thread is also the same arithmetic every run.
+    threads: int = 1
 
 
 def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
@@ -62,7 +65,8 @@ def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
 def _load_size(catalog: Catalog, embed_run: str, kh: int, kw: int):
     table = catalog.sql(
         "SELECT e.kernel_id, e.usable, e.recon_cos, k.weights FROM embeddings e JOIN kernels k USING (kernel_id) "
-        "WHERE e.run = ? AND e.kh = ? AND e.kw = ?", [embed_run, kh, kw])
+        # ORDER BY: a join returns rows in no fixed order, and k-means seeds from row positions
+        "WHERE e.run = ? AND e.kh = ? AND e.kw = ? ORDER BY e.kernel_id", [embed_run, kh, kw])
     weights = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in table.column("weights").chunks])
     return (table.column("kernel_id").to_numpy(), table.column("usable").to_numpy(zero_copy_only=False),
             table.column("recon_cos").to_numpy(zero_copy_only=False).astype(np.float32),
@@ -135,10 +139,11 @@ def cluster_run(
         z, recon, _ = ae.encode(model, xu)
         features = feature_space(params.space, z=z, recon=recon)
         if params.k == "auto":
-            k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed)
+            k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,
+                                      threads=params.threads)
         else:
             k, silhouettes = min(params.k, len(xu)), None
-        result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu)
+        result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu, threads=params.threads)
         bank = template_bank(params.templates, kh, kw)
         names, kernel_label, kernel_score = _names(result.mean_kernels, xu, bank, params.name_threshold)
         threshold = parent["metrics"][key]["threshold"]

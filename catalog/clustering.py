@@ -55,6 +55,11 @@ def _limit(threads: int | None) -> contextlib.AbstractContextManager:
     for a busy core made small k-means fits 10-40x slower here."""
     if not threads:
         return contextlib.nullcontext()
+    # threadpoolctl caps only libraries already loaded: import scikit-learn's compiled k-means
+    # (and its OpenMP runtime) first, or the first fit in a process runs uncapped and, with
+    # several threads, reduces in a different order (a different partition for the same seed).
+    import sklearn.cluster  # noqa: F401
+    import sklearn.mixture  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(threads)

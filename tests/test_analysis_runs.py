@@ -178,3 +178,16 @@ def test_real_trained_kernels_beat_their_null_model(tmp_path, rapidocr_models):
     metrics = embed(catalog, "real5", "kh = 5 AND kw = 5", EmbedParams(), progress=False)["5x5"]
     assert metrics["n"] == 2112
     assert metrics["classified"] - metrics["null_classified"] >= 0.5, metrics
+
+
+def test_same_seed_same_labels_across_processes(planted):
+    """Two `catalog cluster` processes: identical partitions (rows are read in kernel_id order;
+    a join's row order is not fixed and k-means seeds from row positions)."""
+    catalog, _, _ = planted
+    for name in ("proc-a", "proc-b"):
+        run_cli("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", "8", check=True)
+    differ = catalog.sql("SELECT count(*) FILTER (WHERE a.cluster IS DISTINCT FROM b.cluster) AS n FROM labels a "
+                         "JOIN labels b USING (kernel_id) WHERE a.run = 'proc-a' AND b.run = 'proc-b'").to_pylist()
+    assert differ == [{"n": 0}]
+    for name in ("proc-a", "proc-b"):
+        delete_run(catalog, name)
