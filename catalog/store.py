@@ -119,7 +119,7 @@ class Catalog:
                 con.close()
 
     def sql(self, query: str, params: list | None = None) -> pa.Table:
-        """Run a read-only query and return an Arrow table (`.to_pandas()` for pandas)."""
+        """Run a read-only query and return an Arrow table (`.to_pandas()` if pandas is installed)."""
         from .query import run_query
 
         return run_query(self, query, params)
