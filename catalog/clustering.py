@@ -58,9 +58,12 @@ def _limit(threads: int | None) -> contextlib.AbstractContextManager:
     # threadpoolctl caps only libraries already loaded: import scikit-learn's compiled k-means
     # (and its OpenMP runtime) first, or the first fit in a process runs uncapped and, with
     # several threads, reduces in a different order (a different partition for the same seed).
-    import sklearn.cluster  # noqa: F401
-    import sklearn.mixture  # noqa: F401
+    from importlib import import_module
+
     from threadpoolctl import threadpool_limits
+
+    for module in ("sklearn.cluster", "sklearn.mixture"):
+        import_module(module)
 
     return threadpool_limits(threads)
 

@@ -98,6 +98,31 @@ class Catalog:
             con.close()
 
     @contextmanager
+    def snapshot(self, wait: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A private in-memory copy of the metadata with the same views over the committed files.
+
+        For long reads (exports): the catalog database is open only while its small tables are
+        copied, so writers are not kept waiting; the kernels themselves are read from Parquet,
+        which takes no database lock. (A writer that replaces a model meanwhile deletes its old
+        file after its commit; a long read of that model then fails cleanly.)
+        """
+        with self.reader(wait=wait) as source:
+            names = [row[0] for row in source.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+            tables = {name: source.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in names}
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET file_search_path = '{str(self.root).replace(chr(39), chr(39) * 2)}'")
+            for name, table in tables.items():
+                con.register("copied", table)
+                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM copied')
+                con.unregister("copied")
+            refresh_views(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
     def writer(self, wait: float | None = None) -> Iterator["WriteSession"]:
         """Exclusive write access: our lock, then the database read-write, schema upgraded.
 

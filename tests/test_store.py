@@ -167,3 +167,16 @@ def test_runtime_registered_adapter_is_used_by_name(catalog):
     finally:
         registry.reset()
     assert (result.adapter, result.n_kernels) == ("arrays", 2)
+
+
+def test_snapshot_keeps_reading_while_a_writer_commits(catalog, cls_onnx, tmp_path):
+    """Long reads (exports) use a snapshot: the writer is not kept waiting, the reader sees one state."""
+    ingest(catalog, str(cls_onnx))
+    bank = tmp_path / "bank.npy"
+    np.save(bank, np.ones((3, 5, 5), np.float32))
+    with catalog.snapshot() as con:
+        done = run_cli("--catalog", str(catalog.root), "ingest", str(bank))   # would fail on a held reader
+        assert done.returncode == 0, done.stderr
+        assert con.sql("SELECT count(*) FROM kernels").fetchall() == [(864,)]
+        assert con.sql("SELECT count(*) FROM models").fetchall() == [(1,)]
+    assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 867}]
