@@ -221,7 +221,7 @@ def train_autoencoder(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs, desc=f"autoencoder {kh}x{kw}", unit="epoch", file=sys.stderr,
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)   # None: off when not a terminal
     with _deterministic(threads):
         module.train()
         epoch = 0

@@ -48,7 +48,8 @@ class ClusterParams:
 
 
 def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
-    """Templates for one size from a spec: 'builtin', a file, or 'builtin+FILE' (extend)."""
+    """Templates for one size from a spec: 'builtin', a file, or 'builtin+FILE' (extend; a file's
+    filters of another size, e.g. the 7x7 master keys, are used for that size only)."""
     parts = spec.split("+") if spec != "builtin" else ["builtin"]
     bank = None
     for part in parts:
@@ -57,7 +58,12 @@ def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
         else:
             if not Path(part).is_file():
                 raise CatalogError(f"--templates {part}: no such file (use builtin, FILE or builtin+FILE)")
-            found = tpl.load_template_file(part, kh, kw)
+            try:
+                found = tpl.load_template_file(part, kh, kw)
+            except CatalogError:
+                if "builtin" not in parts:
+                    raise
+                continue   # builtin+FILE: a file of another kernel size extends only its own size
         bank = found if bank is None else bank + found
     return bank
 
