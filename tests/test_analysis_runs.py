@@ -191,3 +191,16 @@ def test_same_seed_same_labels_across_processes(planted):
     assert differ == [{"n": 0}]
     for name in ("proc-a", "proc-b"):
         delete_run(catalog, name)
+
+
+def test_template_file_of_another_size_extends_only_its_size():
+    from catalog.cluster_run import template_bank
+    from catalog.templates import make_templates
+
+    master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
+    if not master_keys.exists():
+        pytest.skip(f"{master_keys} not found")
+    assert len(template_bank(f"builtin+{master_keys}", 7, 7)) == len(make_templates(7, 7)) + 8
+    assert len(template_bank(f"builtin+{master_keys}", 5, 5)) == len(make_templates(5, 5))
+    with pytest.raises(CatalogError, match="expected 5x5"):
+        template_bank(str(master_keys), 5, 5)
