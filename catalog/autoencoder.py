@@ -250,6 +250,10 @@ def train_autoencoder(
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]:.4f}")
             epoch += 1
+            if progress and bar.disable and epoch % max(total_epochs // 4, 1) == 0:
+                # off a terminal (logs, batch jobs): a plain line at each quarter instead of a bar
+                print(f"autoencoder {kh}x{kw}: epoch {epoch}/{total_epochs}, loss {history[-1]:.4f}",
+                      file=sys.stderr, flush=True)
     bar.close()
     module.eval()
     config = {

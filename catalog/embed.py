@@ -132,6 +132,7 @@ def embed(
             metrics[key] = {"n": n, **stats, "threshold": params.threshold(kh, kw),
                             "final_loss": model.final_loss, "epochs": model.config["epochs"]}
             if params.null_model and not from_model and stats["usable"]:
+                echo(f"{key}: null model: the same protocol on {stats['usable']} iid Gaussian kernels")
                 metrics[key].update(_null_metrics(stats["usable"], kh, kw, params, progress))
             elif from_model:
                 parent = require_run(catalog, from_model)["metrics"].get(key, {})
