@@ -29,6 +29,7 @@ CLUSTER_COLUMNS = pa.schema([
     ("kh", pa.int32()), ("kw", pa.int32()), ("cluster", pa.int32()), ("label", pa.string()),
     ("template", pa.string()), ("score", pa.float64()), ("n_kernels", pa.int64()),
     ("share", pa.float64()), ("mean_kernel", pa.list_(pa.float32())), ("medoid_kernel_id", pa.int64()),
+    ("margin", pa.float64()),   # best family's cosine minus the next family's (migration 0004)
 ])
 
 
@@ -105,15 +106,16 @@ def _size_results(ids, usable, recon_cos, x, labels, names, kernel_label, kernel
     ], schema=LABEL_SCHEMA)
 
 
-def _cluster_rows(kh, kw, names, sizes, means, medoid_ids) -> pa.Table:
+def _cluster_rows(kh, kw, names, sizes, means, medoid_ids, bank) -> pa.Table:
     k = len(sizes)
+    margins = tpl.family_margin(means, bank).astype(np.float64)
     total = max(int(sizes.sum()), 1)
     return pa.table([
         pa.array([kh] * k, pa.int32()), pa.array([kw] * k, pa.int32()), pa.array(np.arange(k, dtype=np.int32)),
         pa.array(names.names), pa.array([f"{f}/{v}" for f, v in zip(names.best_family, names.best_variant)]),
         pa.array(names.scores.astype(np.float64)), pa.array(sizes.astype(np.int64)),
         pa.array(sizes / total), pa.array([list(map(float, m)) for m in means], pa.list_(pa.float32())),
-        pa.array(medoid_ids, pa.int64()),
+        pa.array(medoid_ids, pa.int64()), pa.array(margins),
     ], schema=CLUSTER_COLUMNS)
 
 
@@ -156,7 +158,7 @@ def cluster_run(
         label_tables.append(_size_results(ids, usable, recon_cos, x, result.labels, names, kernel_label,
                                           kernel_score, threshold, kh, kw))
         medoid_ids = np.where(result.medoids >= 0, ids[usable][np.maximum(result.medoids, 0)], -1)
-        cluster_tables.append(_cluster_rows(kh, kw, names, result.sizes, result.mean_kernels, medoid_ids))
+        cluster_tables.append(_cluster_rows(kh, kw, names, result.sizes, result.mean_kernels, medoid_ids, bank))
         named = float(sum(s for s, name in zip(result.sizes, names.names) if name != tpl.UNMATCHED) / len(xu))
         metrics[key] = {"k": int(k), "inertia": result.inertia, "method": result.method, "n": int(len(xu)),
                         "named_share": named, "templates": len(bank), **({"silhouette": silhouettes} if silhouettes else {})}
@@ -196,7 +198,7 @@ def identify(catalog: Catalog, run: str, templates: str = "builtin",
                                           kernel_score, threshold, kh, kw))
         cluster_sizes = np.array([c["n_kernels"] for c in rows])
         cluster_tables.append(_cluster_rows(kh, kw, names, cluster_sizes, means,
-                                            [c["medoid_kernel_id"] for c in rows]))
+                                            [c["medoid_kernel_id"] for c in rows], bank))
         named = float(sum(s for s, n in zip(cluster_sizes, names.names) if n != tpl.UNMATCHED) / max(len(labels), 1))
         metrics[size_key(kh, kw)] = {**metrics.get(size_key(kh, kw), {}), "named_share": named, "templates": len(bank)}
         echo(f"{kh}x{kw}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(names.names, names.scores)))

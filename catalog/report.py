@@ -77,7 +77,7 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
         "layer": _shares_sql(["model", "layer_index"], "k.model, k.layer_index"),
         "depth": _shares_sql(["depth_from"], f"round({depth_bin}, 2) AS depth_from"),
         "cluster": """SELECT kh || 'x' || kw AS size, cluster, label, template, round(score, 3) AS score,
-                             n_kernels, round(share, 3) AS share
+                             round(margin, 3) AS margin, n_kernels, round(share, 3) AS share
                       FROM clusters WHERE run = $cluster_run ORDER BY kh, kw, n_kernels DESC""",
     }
     params = {"embed_run": embed_run, "cluster_run": cluster_run, "classified_only": classified_only}

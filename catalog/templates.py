@@ -278,6 +278,22 @@ def match(kernels: np.ndarray, templates: TemplateSet, chunk: int = 65536
     return fam, var, score
 
 
+def family_margin(kernels: np.ndarray, templates: TemplateSet) -> np.ndarray:
+    """Per kernel: best cosine over all templates minus the best cosine of any *other* family.
+
+    Near 0: the kernel sits between two families and its name is a coin toss; large: clear.
+    """
+    unit, _ = _unit_rows(np.asarray(kernels, dtype=np.float64))
+    cos = unit.astype(np.float32) @ templates.matrix.T                   # (N, T)
+    families = np.asarray(templates.families, dtype=object)
+    names = list(dict.fromkeys(templates.families))
+    per_family = np.stack([cos[:, families == f].max(axis=1) for f in names], axis=1)   # (N, F)
+    if per_family.shape[1] < 2:
+        return np.full(len(unit), np.nan, np.float32)
+    top2 = np.sort(per_family, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class ClusterNames:
     """Per cluster: the name given ('unmatched' below the threshold) and the raw best match."""

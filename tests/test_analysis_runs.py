@@ -74,6 +74,7 @@ def test_clusters_recover_and_name_the_planted_families(planted):
     clusters = catalog.sql("SELECT * FROM clusters WHERE run = 'ae-k8'").to_pylist()
     assert len(clusters) == 8 and {c["label"] for c in clusters} == set(DEFAULT_FAMILIES)
     assert all(len(c["mean_kernel"]) == 49 and c["score"] > 0.6 for c in clusters)
+    assert all(0 < c["margin"] <= c["score"] + 1 for c in clusters)      # every planted family wins clearly
 
 
 def test_same_seed_same_labels(planted):
@@ -95,7 +96,7 @@ def test_reports_in_every_grouping_and_format(planted):
     as_json = json.loads(run_cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", env=env, check=True).stdout)
     assert as_json[0]["size"] == "7x7"
     as_csv = run_cli("report", "ae-k8", "--by", "cluster", "--format", "csv", env=env, check=True).stdout
-    assert as_csv.splitlines()[0] == "size,cluster,label,template,score,n_kernels,share" and len(as_csv.splitlines()) == 9
+    assert as_csv.splitlines()[0] == "size,cluster,label,template,score,margin,n_kernels,share" and len(as_csv.splitlines()) == 9
     table = run_cli("report", "ae-k8", "--by", "depth", env=env, check=True).stdout
     assert "depth_from" in table and "dog-on" in table
 

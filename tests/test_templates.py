@@ -117,3 +117,14 @@ def test_bad_template_files(tmp_path):
     named.write_text("Filter 1:\r\n1 0 -1\r\n\r\nMy Edge:\r\n0 1 0\r\n")
     t = load_template_file(named, 1, 3)
     assert t.families == ("master-key-1", "my-edge")
+
+
+def test_family_margin_is_large_for_a_template_and_zero_between_two():
+    from catalog.templates import family_margin, make_templates
+
+    bank = make_templates(7, 7)
+    on = bank.matrix[bank.families.index("dog-on")]
+    deriv = bank.matrix[bank.families.index("deriv1-000")]
+    margins = family_margin(np.stack([on, (on + deriv) / 2, -on]), bank)
+    assert margins[0] > 0.1 and margins[2] > 0.1
+    assert margins[1] < margins[0]
