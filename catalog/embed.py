@@ -99,8 +99,8 @@ def embed(
     started = time.perf_counter()
     check_new_run(catalog, run, replace)
     ae.resolve_device(params.device)     # --device cuda without CUDA fails before any work
-    reused = load_run_models(catalog, require_run(catalog, from_model, "embed")["run"], params.device) \
-        if from_model else {}
+    parent = require_run(catalog, from_model, "embed") if from_model else None
+    reused = load_run_models(catalog, from_model, params.device) if from_model else {}
     selection = KernelSelection(catalog, where)
     try:
         sizes = selection.sizes()
@@ -134,9 +134,9 @@ def embed(
             if params.null_model and not from_model and stats["usable"]:
                 echo(f"{key}: null model: the same protocol on {stats['usable']} iid Gaussian kernels")
                 metrics[key].update(_null_metrics(stats["usable"], kh, kw, params, progress))
-            elif from_model:
-                parent = require_run(catalog, from_model)["metrics"].get(key, {})
-                metrics[key].update({k: v for k, v in parent.items() if k.startswith("null_")})
+            elif parent is not None:   # reused models: the parent run's null model applies
+                parent_metrics = parent["metrics"].get(key, {})
+                metrics[key].update({k: v for k, v in parent_metrics.items() if k.startswith("null_")})
             echo(f"{key}: classified {metrics[key]['classified']:.1%}"
                  + (f" vs null {metrics[key]['null_classified']:.1%}" if "null_classified" in metrics[key] else ""))
     finally:

@@ -10,7 +10,6 @@ Order of a write, and why each step is safe to die in:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -27,6 +26,7 @@ from adapters.base import Extraction, IngestOptions
 
 from . import __version__
 from .atomic import staged_file
+from .output import json_text
 from .errors import CatalogError
 from .faults import crash_point
 from .kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
@@ -165,7 +165,7 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
         "n_kernels": pa.array([r.n_kernels for r in layer_rows], pa.int32()),
         "n_nonfinite": pa.array([r.n_nonfinite for r in layer_rows], pa.int32()),
         "n_near_zero": pa.array([r.n_near_zero for r in layer_rows], pa.int32()),
-        "meta": [_json(r.meta) for r in layer_rows],
+        "meta": [json_text(r.meta) for r in layer_rows],
     })
     model = result.model
     with session.transaction() as con:
@@ -176,7 +176,7 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
         con.execute(
             "INSERT INTO model_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
             [model, result.checkpoint_sha256, result.adapter, adapter_version, extraction.trained,
-             extraction.source, result.n_layers, result.n_kernels, _json(extraction.meta)],
+             extraction.source, result.n_layers, result.n_kernels, json_text(extraction.meta)],
         )
         con.register("new_layers", layers)
         con.execute(
@@ -197,14 +197,6 @@ def _log(con, result: IngestResult, extraction: Extraction, adapter_version: str
     )
 
 
-def _json(value) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True)
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 @dataclass(frozen=True)

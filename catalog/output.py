@@ -49,6 +49,11 @@ def json_safe(value):
     return value
 
 
+def json_text(value) -> str:
+    """JSON for a metadata column (layer meta, run params): numpy values as lists, keys sorted."""
+    return json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), sort_keys=True)
+
+
 def to_json(table: pa.Table) -> str:
     """One JSON array of row objects."""
     return json.dumps([json_safe(row) for row in table.to_pylist()], default=str)

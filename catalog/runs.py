@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .atomic import staged_file
+from .output import json_text
 from .errors import CatalogError
 from .faults import crash_point
 from .store import Catalog, WriteSession
@@ -110,8 +111,8 @@ def commit_run(
             old = _delete_run_rows(con, record.run)
             con.execute(
                 "INSERT INTO run_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP, ?)",
-                [record.run, record.kind, record.parent, record.selection, _json(record.params),
-                 _json(record.metrics), __version__, record.device, record.seconds])
+                [record.run, record.kind, record.parent, record.selection, json_text(record.params),
+                 json_text(record.metrics), __version__, record.device, record.seconds])
             for kind, path, n_rows in staged:
                 size = (session.root / path).stat().st_size
                 con.execute("INSERT INTO result_files VALUES (?, ?, ?, ?, ?)", [record.run, kind, path, n_rows, size])
@@ -149,6 +150,3 @@ def result_paths(catalog: Catalog, run: str, kind: str) -> list[Path]:
     rows = catalog.sql("SELECT path FROM result_files WHERE run = ? AND kind = ? ORDER BY path", [run, kind])
     return [catalog.root / p for p in rows.column("path").to_pylist()]
 
-
-def _json(value) -> str:
-    return json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), sort_keys=True)

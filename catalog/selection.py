@@ -32,9 +32,7 @@ class KernelSelection:
         self.where = where.strip() if where and where.strip() else "true"
         with catalog.reader() as con:
             self.paths = [r[0] for r in con.execute("SELECT path FROM kernel_files ORDER BY path").fetchall()]
-        self._con = duckdb.connect()
-        root = str(catalog.root).replace("'", "''")
-        self._con.execute(f"SET file_search_path = '{root}'")
+        self._con = catalog.point_at_root(duckdb.connect())
         self._con.execute(f"CREATE VIEW kernels AS {kernels_view_sql(self.paths)}")
         try:
             self._sizes = self._con.sql(

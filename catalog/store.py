@@ -73,6 +73,10 @@ class Catalog:
                         "retry in a moment or pass --wait SECONDS"
                     ) from None
                 time.sleep(0.1)
+        return self.point_at_root(con)
+
+    def point_at_root(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """Resolve the views' relative Parquet paths against this catalog's folder."""
         con.execute(f"SET file_search_path = '{str(self.root).replace(chr(39), chr(39) * 2)}'")
         return con
 
@@ -110,9 +114,8 @@ class Catalog:
             names = [row[0] for row in source.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
             tables = {name: source.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in names}
-        con = duckdb.connect()
+        con = self.point_at_root(duckdb.connect())
         try:
-            con.execute(f"SET file_search_path = '{str(self.root).replace(chr(39), chr(39) * 2)}'")
             for name, table in tables.items():
                 con.register("copied", table)
                 con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM copied')
