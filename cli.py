@@ -1,4 +1,8 @@
-"""The `catalog` command: parses arguments and calls the library (catalog.*), nothing more."""
+"""The `catalog` command: parses arguments and calls the library (kernel_catalog.*), nothing more.
+
+Choices and defaults come from the library's own constants (light modules: parsing options
+imports neither torch nor matplotlib); options several commands share are defined once below.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,20 +10,60 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import CatalogError
+from kernel_catalog.analysis.params import (
+    CLUSTER_METHODS, DEVICES, PREPROCESS_METHODS, PRESETS, SPACES, ClusterParams, EmbedParams,
+)
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.export.export import DEFAULT_BATCH_ROWS, FORMATS as EXPORT_FORMATS
+from kernel_catalog.report import DEFAULT_LIMIT, GROUPINGS, SCALES, SORT_KEYS
+from kernel_catalog.store import DEFAULT_ROOT, ROOT_ENV
+from kernel_catalog.store.output import FORMATS as OUTPUT_FORMATS
+
+READ_WAIT = 10.0   # seconds a reader waits while a writer commits
 
 
 def output_options(command):
     """Shared --format / -o options for every command that prints rows (as sqlite-utils does)."""
     command = click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
                            help="Write to FILE (format from its suffix unless --format).")(command)
-    command = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+    command = click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS),
                            help="Output format (default: table on the terminal).")(command)
     return command
 
 
+def where_option(help: str = "SQL condition over the kernels view (default: all kernels)."):
+    return click.option("--where", default=None, help=help)
+
+
+def run_option(help: str, required: bool = True):
+    # no explicit default: click (>= 8.3) treats `default=None` as given and skips `required`
+    return click.option("--run", "run", required=required, help=help)
+
+
+def wait_option(default: float | None = READ_WAIT, help: str = "Seconds to wait while a writer commits."):
+    return click.option("--wait", type=float, default=default, show_default=default is not None, help=help)
+
+
+def figure_output_option(command):
+    return click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")(command)
+
+
+def replace_option(command):
+    return click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")(command)
+
+
+def device_option(command):
+    return click.option("--device", type=click.Choice(DEVICES), default=EmbedParams.device, show_default=True,
+                        help="auto: CUDA when torch sees a GPU, else CPU.")(command)
+
+
+def threads_option(command):
+    return click.option("--threads", type=int, default=None,
+                        help="Cap CPU threads (default: every core this process may use).")(command)
+
+
 def show(table, fmt: str | None, output: str | None) -> None:
-    from catalog.output import format_for, write_rows
+    from kernel_catalog.store.output import format_for, write_rows
 
     write_rows(table, format_for(output, fmt), output, sys.stdout)
     if output:
@@ -27,13 +71,13 @@ def show(table, fmt: str | None, output: str | None) -> None:
 
 
 def open_catalog(ctx: click.Context):
-    from catalog.store import Catalog
+    from kernel_catalog import open as open_kc
 
-    return Catalog(ctx.obj["catalog"])
+    return open_kc(ctx.obj["catalog"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--catalog", "catalog_dir", envvar="KERNEL_CATALOG", default="kernel-catalog",
+@click.option("--catalog", "catalog_dir", envvar=ROOT_ENV, default=DEFAULT_ROOT,
               show_default=True, type=click.Path(file_okay=False),
               help="Catalog folder (env KERNEL_CATALOG); created on first write.")
 @click.version_option(package_name="kernel-catalog")
@@ -54,12 +98,12 @@ def cli(ctx: click.Context, catalog_dir: str) -> None:
 @click.option("--exclude", multiple=True, help="Drop layers/tensors matching this fnmatch pattern (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")
 @click.option("--force", is_flag=True, help="Replace a model already in the catalog.")
-@click.option("--wait", type=float, default=None, help="Wait up to SECONDS for another writer to finish.")
+@wait_option(None, "Wait up to SECONDS for another writer to finish.")
 @click.pass_context
 def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, include, exclude, seed, force, wait):
     """Ingest depthwise kernels from timm names, patterns ('convnext*'), checkpoints or ONNX files."""
-    from adapters.base import IngestOptions
-    from catalog.ingest import IngestFailure, ingest_many
+    from kernel_catalog.adapters.base import IngestOptions
+    from kernel_catalog.ingest import IngestFailure, ingest_many
 
     if checkpoint and not Path(checkpoint).is_file():
         raise CatalogError(f"--checkpoint {checkpoint}: no such file")
@@ -87,11 +131,11 @@ def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, includ
 @cli.command()
 @click.argument("query")
 @output_options
-@click.option("--wait", type=float, default=10.0, show_default=True, help="Seconds to wait while a writer commits.")
+@wait_option()
 @click.pass_context
 def sql(ctx, query, fmt, output, wait):
     """Run a read-only SQL QUERY over the views (kernels, models, layers, ...)."""
-    from catalog.query import run_query
+    from kernel_catalog.store.query import run_query
 
     show(run_query(open_catalog(ctx), query, wait=wait), fmt, output)
 
@@ -101,7 +145,7 @@ def sql(ctx, query, fmt, output, wait):
 @click.pass_context
 def models(ctx, fmt, output):
     """List the models in the catalog."""
-    from catalog.query import list_models
+    from kernel_catalog.store.query import list_models
 
     show(list_models(open_catalog(ctx)), fmt, output)
 
@@ -112,7 +156,7 @@ def models(ctx, fmt, output):
 @click.pass_context
 def layers(ctx, model, fmt, output):
     """List the depthwise layers of MODEL with their metadata."""
-    from catalog.query import list_layers
+    from kernel_catalog.store.query import list_layers
 
     show(list_layers(open_catalog(ctx), model), fmt, output)
 
@@ -123,27 +167,25 @@ def adapters(fmt, output):
     """List the installed adapter plugins with their versions."""
     import pyarrow as pa
 
-    from adapters.registry import broken_adapters, list_adapters
+    from kernel_catalog.adapters import adapters_table
 
-    rows = [{"adapter": i.name, "version": i.version, "package": i.package, "priority": i.priority,
-             "description": i.description} for i in list_adapters()]
-    rows += [{"adapter": name, "version": None, "package": None, "priority": None,
-              "description": f"failed to load: {why}"} for name, why in broken_adapters().items()]
-    show(pa.Table.from_pylist(rows), fmt, output)
+    show(pa.Table.from_pylist(adapters_table()), fmt, output)
 
 
 @cli.command()
 @click.option("--query", default=None, help="SQL over the views selecting the rows to export.")
-@click.option("--where", default=None, help="Condition over the kernels view (SELECT * FROM kernels WHERE ...).")
-@click.option("--format", "fmt", default=None, help="parquet, csv or npz (default: from the -o suffix).")
+@where_option("Condition over the kernels view (SELECT * FROM kernels WHERE ...).")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Default: from the -o suffix.")
 @click.option("-o", "--output", "output", default=None, help="File to write; a FILE.manifest.json is written beside it.")
 @click.option("--force", is_flag=True, help="Overwrite FILE (and its manifest) if it exists.")
-@click.option("--batch-rows", type=int, default=65_536, show_default=True, help="Rows per streamed batch (bounds memory).")
-@click.option("--wait", type=float, default=10.0, show_default=True, help="Seconds to wait while a writer commits.")
+@click.option("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, show_default=True,
+              help="Rows per streamed batch (bounds memory).")
+@wait_option()
 @click.pass_context
 def export(ctx, query, where, fmt, output, force, batch_rows, wait):
     """Export a selection to Parquet, CSV or NPZ (streamed, atomic) with a reproducibility manifest."""
-    from catalog.export import export as run_export
+    from kernel_catalog.export.export import export as run_export
 
     result = run_export(open_catalog(ctx), output, query=query, where=where, fmt=fmt, force=force,
                         batch_rows=batch_rows, wait=wait)
@@ -168,24 +210,25 @@ def _echo(line: str) -> None:
 
 
 @cli.command()
-@click.option("--run", "run", required=True, help="Name of the new embedding run.")
-@click.option("--where", default=None, help="SQL condition over the kernels view (default: all kernels).")
-@click.option("--latent-dim", type=int, default=2, show_default=True, help="Autoencoder latent size (the follow-up work used 1).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@run_option("Name of the new embedding run.")
+@where_option()
+@click.option("--latent-dim", type=int, default=EmbedParams.latent_dim, show_default=True,
+              help="Autoencoder latent size (the follow-up work used 1).")
+@device_option
 @click.option("--epochs", type=int, default=None, help="Training epochs (default: enough for 3000 steps, 10..2000).")
-@click.option("--batch-size", type=int, default=4096, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for training (more only on an idle machine).")
-@click.option("--preprocess", type=click.Choice(["center-l2", "min-max", "none"]), default="center-l2", show_default=True)
+@click.option("--batch-size", type=int, default=EmbedParams.batch_size, show_default=True)
+@click.option("--seed", type=int, default=EmbedParams.seed, show_default=True)
+@threads_option
+@click.option("--preprocess", type=click.Choice(PREPROCESS_METHODS), default=EmbedParams.preprocess, show_default=True)
 @click.option("--threshold", "thresholds", multiple=True, help="Classified threshold per size, e.g. 3x3=0.1 (repeatable).")
 @click.option("--no-null", is_flag=True, help="Skip the iid Gaussian control (reports then show no null %).")
 @click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
-@click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")
+@replace_option
 @click.pass_context
 def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds, no_null,
           from_model, replace):
     """Train an autoencoder per kernel size and store every kernel's embedding."""
-    from catalog.embed import EmbedParams, embed as run_embed
+    from kernel_catalog.analysis.embed import embed as run_embed
 
     params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device, threads=threads,
                          preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null)
@@ -193,92 +236,101 @@ def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads
     click.echo(f"embed run {run} stored; see `catalog report {run}`")
 
 
-def _cluster_params(k, k_max, space, method, seed, templates, name_threshold):
-    from catalog.cluster_run import ClusterParams
-
+def _cluster_params(k, k_max, space, method, seed, templates, name_threshold, threads):
     if k != "auto":
         try:
             k = int(k)
         except ValueError:
             raise CatalogError(f"--k {k}: give a positive integer or 'auto'") from None
     return ClusterParams(k=k, k_max=k_max, space=space, method=method, seed=seed, templates=templates,
-                         name_threshold=name_threshold)
+                         name_threshold=name_threshold, threads=threads)
+
+
+templates_option = click.option("--templates", default=ClusterParams.templates, show_default=True,
+                                help="builtin, a template FILE, or builtin+FILE.")
+name_threshold_option = click.option("--name-threshold", type=float, default=ClusterParams.name_threshold,
+                                     show_default=True,
+                                     help="Minimum cosine of a cluster mean to its best template; below it: 'unmatched'.")
 
 
 def cluster_options(command):
     for option in reversed([
-        click.option("--k", default="10", show_default=True,
+        click.option("--k", default=str(ClusterParams.k), show_default=True,
                      help="Clusters per kernel size, or 'auto' (best silhouette over 2..--k-max on a 5000-row sample)."),
-        click.option("--k-max", type=int, default=15, show_default=True),
-        click.option("--space", type=click.Choice(["reconstruction", "latent"]), default="reconstruction", show_default=True,
+        click.option("--k-max", type=int, default=ClusterParams.k_max, show_default=True),
+        click.option("--space", type=click.Choice(SPACES), default=ClusterParams.space, show_default=True,
                      help="Cluster unit-normalised reconstructions (recovers planted families) or raw latent z."),
-        click.option("--method", type=click.Choice(["kmeans", "minibatch", "gmm"]), default="kmeans", show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--templates", default="builtin", show_default=True, help="builtin, a template FILE, or builtin+FILE."),
-        click.option("--name-threshold", type=float, default=0.6, show_default=True,
-                     help="Minimum cosine of a cluster mean to its best template; below it: 'unmatched'."),
+        click.option("--method", type=click.Choice(CLUSTER_METHODS), default=ClusterParams.method, show_default=True),
+        click.option("--seed", type=int, default=ClusterParams.seed, show_default=True),
+        templates_option,
+        name_threshold_option,
+        threads_option,
     ]):
         command = option(command)
     return command
 
 
 @cli.command()
-@click.option("--run", "run", required=True, help="Name of the new cluster run.")
+@run_option("Name of the new cluster run.")
 @click.option("--from", "from_run", required=True, help="The embed run to cluster.")
 @cluster_options
-@click.option("--replace", is_flag=True, help="Overwrite a run of the same name.")
+@replace_option
 @click.pass_context
-def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, replace):
+def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, threads, replace):
     """Cluster an embed run per kernel size and name the clusters by template matching."""
-    from catalog.cluster_run import cluster_run
+    from kernel_catalog.analysis.cluster_run import cluster_run
 
-    params = _cluster_params(k, k_max, space, method, seed, templates, name_threshold)
+    params = _cluster_params(k, k_max, space, method, seed, templates, name_threshold, threads)
     cluster_run(open_catalog(ctx), run, from_run, params, replace=replace, echo=_echo)
     click.echo(f"cluster run {run} stored; see `catalog report {run} --by layer`")
 
 
 @cli.command()
-@click.option("--run", "run", required=True, help="The cluster run to (re)name.")
-@click.option("--templates", default="builtin", show_default=True, help="builtin, a template FILE, or builtin+FILE.")
-@click.option("--name-threshold", type=float, default=0.6, show_default=True)
+@run_option("The cluster run to (re)name.")
+@templates_option
+@name_threshold_option
 @click.pass_context
 def identify(ctx, run, templates, name_threshold):
     """Name the clusters and kernels of a cluster run against template families."""
-    from catalog.cluster_run import identify as run_identify
+    from kernel_catalog.analysis.cluster_run import identify as run_identify
 
     run_identify(open_catalog(ctx), run, templates, name_threshold, echo=_echo)
     click.echo(f"cluster run {run} renamed with templates {templates}")
 
 
 @cli.command()
-@click.option("--preset", type=click.Choice(["paper", "default"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(tuple(PRESETS)), default="paper", show_default=True,
               help="paper: latent 1, k 10, thresholds 7x7 0.3 / 5x5 0.2; default: latent 2, k 10.")
-@click.option("--run", "run", default=None, help="Cluster run name (default: the preset's name); the embed run gets '<run>-ae'.")
-@click.option("--where", default=None, help="SQL condition over the kernels view.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@run_option("Cluster run name (default: the preset's name); the embed run gets '<run>-ae'.", required=False)
+@where_option()
+@device_option
 @click.option("--epochs", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--replace", is_flag=True)
+@threads_option
+@replace_option
 @output_options
 @click.pass_context
-def analyze(ctx, preset, run, where, device, epochs, seed, replace, fmt, output):
+def analyze(ctx, preset, run, where, device, epochs, seed, threads, replace, fmt, output):
     """Embed, cluster and name in one go with a preset protocol, then print Table 1."""
-    from catalog.analyze import analyze as run_analyze
+    from kernel_catalog.analysis.analyze import analyze as run_analyze
+    from kernel_catalog.report.report import report as run_report
 
-    show(run_analyze(open_catalog(ctx), preset, run, where, device=device, epochs=epochs, seed=seed,
-                     replace=replace, echo=_echo), fmt, output)
+    catalog = open_catalog(ctx)
+    run = run_analyze(catalog, preset, run, where, device=device, epochs=epochs, seed=seed, threads=threads,
+                      replace=replace, echo=_echo)
+    show(run_report(catalog, run, "model"), fmt, output)
 
 
 @cli.command()
 @click.argument("run")
-@click.option("--by", type=click.Choice(["model", "layer", "depth", "kernel_size", "cluster"]), default="model",
+@click.option("--by", type=click.Choice(GROUPINGS), default=GROUPINGS[0],
               show_default=True, help="model: Table 1 (classified % vs null); layer/depth: Figure 8 as a table.")
 @click.option("--classified-only", is_flag=True, help="Cluster shares among classified kernels only.")
 @output_options
 @click.pass_context
 def report(ctx, run, by, classified_only, fmt, output):
     """Report a run: classified % against the null model, cluster shares per layer, ..."""
-    from catalog.report import report as run_report
+    from kernel_catalog.report.report import report as run_report
 
     show(run_report(open_catalog(ctx), run, by, classified_only), fmt, output)
 
@@ -289,9 +341,7 @@ def report(ctx, run, by, classified_only, fmt, output):
 def runs(ctx, fmt, output):
     """List analysis runs with their parameters and metrics (`runs delete NAME` removes one)."""
     if ctx.invoked_subcommand is None:
-        from catalog.query import run_query
-
-        show(run_query(open_catalog(ctx), "SELECT * FROM runs"), fmt, output)
+        show(open_catalog(ctx).runs(), fmt, output)
 
 
 @runs.command("delete")
@@ -299,7 +349,7 @@ def runs(ctx, fmt, output):
 @click.pass_context
 def runs_delete(ctx, run):
     """Delete RUN: exactly its rows and result files."""
-    from catalog.runs import delete_run
+    from kernel_catalog.analysis.runs import delete_run
 
     removed = delete_run(open_catalog(ctx), run)
     click.echo(f"deleted run {run} ({removed} result files)")
@@ -315,7 +365,7 @@ def runs_delete(ctx, run):
 @click.pass_context
 def demo(ctx, cache, figures, fmt):
     """Ingest real trained kernels (PaddleOCR ONNX models) and a timm reference, then summarise."""
-    from catalog.demo import run_demo
+    from kernel_catalog.demo.demo import run_demo
 
     tables = run_demo(open_catalog(ctx), Path(cache), echo=_echo, figures_dir=Path(figures) if figures else None)
     for title, table in tables.items():
@@ -328,74 +378,79 @@ def figure():
     """Publication figures (PNG, PDF or SVG by the extension of -o): kernels, clusters, layers, classified."""
 
 
+scale_option = click.option("--scale", type=click.Choice(SCALES), default=SCALES[0], show_default=True,
+                            help="shared: one symmetric scale per figure; per-kernel: each kernel by its max |w|.")
+
+
 def _wrote(path) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
 @figure.command("kernels")
-@click.option("--where", default=None, help="SQL condition over the kernels view (default: all kernels).")
-@click.option("--sort-by", "sort_by", default=None, help="cluster (needs --run), model, layer_index or l2; groups rows.")
-@click.option("--run", "run", default=None, help="Cluster run whose labels --sort-by cluster uses.")
-@click.option("--limit", type=int, default=400, show_default=True, help="At most this many kernels; a seeded sample beyond.")
+@where_option()
+@click.option("--sort-by", "sort_by", type=click.Choice(SORT_KEYS), default=None,
+              help="Group rows by this (cluster needs --run).")
+@run_option("Cluster run whose labels --sort-by cluster uses.", required=False)
+@click.option("--limit", type=int, default=DEFAULT_LIMIT, show_default=True, help="At most this many kernels; a seeded sample beyond.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample (stated in the figure).")
-@click.option("--scale", default="shared", show_default=True, help="shared (one symmetric scale) or per-kernel.")
-@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@scale_option
+@figure_output_option
 @click.pass_context
 def figure_kernels(ctx, where, sort_by, run, limit, seed, scale, output):
     """A grid of kernels (any size, non-square included) on a diverging scale centred at zero."""
-    from catalog.figures import figure_kernels as draw
+    from kernel_catalog.report.figures import figure_kernels as draw
 
     draw(open_catalog(ctx), output, where=where, sort_by=sort_by, run=run, limit=limit, seed=seed, scale=scale)
     _wrote(output)
 
 
 @figure.command("clusters")
-@click.option("--run", "run", required=True, help="A cluster run.")
-@click.option("--scale", default="shared", show_default=True, help="shared (one symmetric scale) or per-kernel.")
-@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@run_option("A cluster run.")
+@scale_option
+@figure_output_option
 @click.pass_context
 def figure_clusters(ctx, run, scale, output):
     """Prototype (mean kernel) and medoid of every cluster, with name, score and share."""
-    from catalog.figures import figure_clusters as draw
+    from kernel_catalog.report.figures import figure_clusters as draw
 
     draw(open_catalog(ctx), run, output, scale=scale)
     _wrote(output)
 
 
 @figure.command("layers")
-@click.option("--run", "run", required=True, help="A cluster run.")
+@run_option("A cluster run.")
 @click.option("--model", required=True, help="The model whose layers to show.")
-@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@figure_output_option
 @click.pass_context
 def figure_layers(ctx, run, model, output):
     """Stacked bars: the share of each named cluster per layer of one model."""
-    from catalog.figures import figure_layers as draw
+    from kernel_catalog.report.figures import figure_layers as draw
 
     draw(open_catalog(ctx), run, model, output)
     _wrote(output)
 
 
 @figure.command("classified")
-@click.option("--run", "run", required=True, help="An embed or cluster run.")
-@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@run_option("An embed or cluster run.")
+@figure_output_option
 @click.pass_context
 def figure_classified(ctx, run, output):
     """Classified % per model next to the null model's (Table 1 as a figure)."""
-    from catalog.figures import figure_classified as draw
+    from kernel_catalog.report.figures import figure_classified as draw
 
     draw(open_catalog(ctx), run, output)
     _wrote(output)
 
 
 @cli.command()
-@click.option("--run", "run", required=True, help="The cluster run to show.")
+@run_option("The cluster run to show.")
 @click.option("-o", "--output", required=True, help="Folder to write the site into (index.html inside).")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty folder.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the member samples per cluster.")
 @click.pass_context
 def gallery(ctx, run, output, force, seed):
     """A static HTML gallery of a cluster run (models, layers, clusters); opens from disk."""
-    from catalog.gallery import write_gallery
+    from kernel_catalog.report.gallery import write_gallery
 
     summary = write_gallery(open_catalog(ctx), run, output, force=force, seed=seed, echo=_echo)
     click.echo(f"wrote {summary['pages']} pages and {summary['images']} images to {summary['path']} "

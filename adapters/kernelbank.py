@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from catalog.errors import CatalogError, error_summary
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
+from kernel_catalog.errors import CatalogError, error_summary
 
 SUFFIXES = (".npy", ".npz")
 INDEX_ARRAYS = ("kernel_id", "model", "layer", "channel")

@@ -22,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from adapters.base import DepthwiseLayer, Extraction  # noqa: E402
-from catalog.analyze import analyze  # noqa: E402
-from catalog.autoencoder import KernelAutoencoder, cosine_loss, train_autoencoder  # noqa: E402
-from catalog.ingest import commit_extraction  # noqa: E402
-from catalog.planted import planted_bank  # noqa: E402
-from catalog.preprocess import preprocess  # noqa: E402
-from catalog.store import Catalog  # noqa: E402
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction  # noqa: E402
+from kernel_catalog.analysis.analyze import analyze  # noqa: E402
+from kernel_catalog.report.report import report  # noqa: E402
+from kernel_catalog.analysis.autoencoder import KernelAutoencoder, cosine_loss, train_autoencoder  # noqa: E402
+from kernel_catalog.ingest import commit_extraction  # noqa: E402
+from kernel_catalog.analysis.planted import planted_bank  # noqa: E402
+from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
+from kernel_catalog.store import Catalog  # noqa: E402
 
 
 def bare_loop(x: np.ndarray, epochs: int, batch: int, device: str) -> float:
@@ -81,7 +82,8 @@ def end_to_end(total: int) -> None:
             commit_extraction(catalog, Extraction(f"planted_{part}", "planted", True, layers), "bench", "0")
         print(f"ingested {total:,} planted 7x7 kernels in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
-        table = analyze(catalog, "default", "bench", progress=False, echo=lambda line: print("  " + line))
+        run = analyze(catalog, "default", "bench", progress=False, echo=lambda line: print("  " + line))
+        table = report(catalog, run, "model")
         seconds = time.perf_counter() - started
         row = table.to_pylist()[0]
         print(f"analyze --preset default on {total:,} kernels: {seconds:.0f} s (target < 300 s: "

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.base import DepthwiseLayer, Extraction  # noqa: E402
-from catalog.ingest import commit_extraction  # noqa: E402
-from catalog.store import Catalog  # noqa: E402
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction  # noqa: E402
+from kernel_catalog.ingest import commit_extraction  # noqa: E402
+from kernel_catalog.store import Catalog  # noqa: E402
 
 QUERIES = {
     "per model and size": "SELECT model, kh, kw, count(*) AS n, avg(l2) AS l2 FROM kernels GROUP BY ALL",

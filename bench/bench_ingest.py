@@ -29,10 +29,10 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
-from adapters.base import DepthwiseLayer, IngestOptions  # noqa: E402
-from catalog.ingest import ingest  # noqa: E402
-from catalog.kernel_table import build_kernel_table, checkpoint_digest  # noqa: E402
-from catalog.store import Catalog  # noqa: E402
+from kernel_catalog.adapters.base import DepthwiseLayer, IngestOptions  # noqa: E402
+from kernel_catalog.ingest import ingest  # noqa: E402
+from kernel_catalog.store.kernel_table import build_kernel_table, checkpoint_digest  # noqa: E402
+from kernel_catalog.store import Catalog  # noqa: E402
 
 
 def depthwise(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

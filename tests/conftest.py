@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.base import DepthwiseLayer, Extraction, IngestOptions
-from catalog.store import Catalog
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions
+from kernel_catalog.store import Catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLS_ONNX = FIXTURES / "ch_ppocr_mobile_v2.0_cls_infer.onnx"   # trained MobileNetV3-small, Apache-2.0
@@ -25,7 +25,7 @@ def catalog(tmp_path) -> Catalog:
 @pytest.fixture(scope="session")
 def rapidocr_models() -> dict[str, Path]:
     """The five trained PaddleOCR ONNX models, fetched once from PyPI into the cache folder."""
-    from catalog.rapidocr import DownloadError, fetch_rapidocr_models
+    from kernel_catalog.demo.rapidocr import DownloadError, fetch_rapidocr_models
 
     cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
     try:
@@ -43,7 +43,7 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subproc
     """Run `catalog ...` in a fresh process, exactly as a user would."""
     full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
+        [sys.executable, "-c", "from kernel_catalog.cli import main; main()", *args],
         capture_output=True, text=True, env=full_env, timeout=600,
     )
     if check and result.returncode != 0:

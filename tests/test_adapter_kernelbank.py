@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.base import IngestOptions
-from adapters.kernelbank import KernelBankAdapter
-from catalog.errors import CatalogError
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.adapters.kernelbank import KernelBankAdapter
+from kernel_catalog.errors import CatalogError
 
 ADAPTER = KernelBankAdapter()
 OPTS = IngestOptions()
@@ -106,7 +106,7 @@ def test_can_read_by_suffix():
 def test_entry_points_reach_the_three_adapters():
     from importlib.metadata import entry_points
 
-    found = {ep.name: ep.load() for ep in entry_points(group="catalog.adapters")
+    found = {ep.name: ep.load() for ep in entry_points(group="kernel_catalog.adapters")
              if ep.name in ("onnx", "statedict", "kernelbank")}
     assert set(found) == {"onnx", "statedict", "kernelbank"}
     for name, cls in found.items():

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from adapters.base import IngestOptions
-from adapters.onnx_adapter import OnnxAdapter
-from catalog.errors import CatalogError
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.adapters.onnx import OnnxAdapter
+from kernel_catalog.errors import CatalogError
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"

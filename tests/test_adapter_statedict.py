@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapters.base import IngestOptions
-from adapters.statedict import StateDictAdapter, natural_key
-from catalog.errors import CatalogError
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.adapters.statedict import StateDictAdapter, natural_key
+from kernel_catalog.errors import CatalogError
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER = StateDictAdapter()
@@ -179,8 +179,8 @@ def write_sparse_safetensors(path: Path, dw: np.ndarray, big_bytes: int) -> None
 LAZY_PROBE = """
 import json, resource, sys
 import numpy as np, safetensors, torch
-from adapters.base import IngestOptions
-from adapters.statedict import StateDictAdapter
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.adapters.statedict import StateDictAdapter
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 ext = StateDictAdapter().read(sys.argv[1], IngestOptions())
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

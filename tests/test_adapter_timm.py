@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from adapters.base import Adapter, Extraction, IngestOptions
-from adapters.timm_adapter import TimmAdapter, list_timm_sources
-from adapters.timm_layers import find_depthwise, kernels_from_tensor, stage_block
-from catalog.errors import CatalogError
+from kernel_catalog.adapters.base import Adapter, Extraction, IngestOptions
+from kernel_catalog.adapters.timm import TimmAdapter, list_timm_sources
+from kernel_catalog.adapters.timm._layers import find_depthwise, kernels_from_tensor, stage_block
+from kernel_catalog.errors import CatalogError
 from tests.timm_fixtures import (bits, build_random_model, check_extraction_against_model,
                                  count_depthwise_kernels_independently, plain_state_dict,
                                  save_random_model, to_fb_convnext_layout, write_hf_cache)
@@ -352,7 +352,7 @@ def test_can_read_and_plugin_contract(tmp_path: Path, adapter: TimmAdapter) -> N
     assert isinstance(adapter, Adapter)
     assert adapter.name == "timm" and adapter.priority == 10
     assert adapter.version.startswith("0.1.0+timm")
-    (timm_ep,) = [ep for ep in entry_points(group="catalog.adapters") if ep.name == "timm"]
+    (timm_ep,) = [ep for ep in entry_points(group="kernel_catalog.adapters") if ep.name == "timm"]
     assert timm_ep.load() is TimmAdapter
 
 
@@ -394,7 +394,7 @@ def test_plugin_import_is_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, adapters.timm_adapter as m; m.TimmAdapter().can_read('convnext_atto', "
+    code = ("import sys, kernel_catalog.adapters.timm._adapter as m; m.TimmAdapter().can_read('convnext_atto', "
             "m.IngestOptions()); print(sorted({'torch', 'timm'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])

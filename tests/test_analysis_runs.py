@@ -8,15 +8,16 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from catalog import embed as embed_module
-from catalog.cluster_run import ClusterParams, cluster_run, identify
-from catalog.embed import EmbedParams, embed
-from catalog.errors import CatalogError
-from catalog.ingest import ingest
-from catalog.planted import DEFAULT_FAMILIES, planted_bank
-from catalog.report import report
-from catalog.runs import delete_run
-from catalog.store import Catalog
+from kernel_catalog.analysis import embed as embed_module
+from kernel_catalog.analysis.cluster_run import cluster_run, identify
+from kernel_catalog.analysis.embed import embed
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.ingest import ingest
+from kernel_catalog.analysis.planted import DEFAULT_FAMILIES, planted_bank
+from kernel_catalog.report.report import report
+from kernel_catalog.analysis.runs import delete_run
+from kernel_catalog.store import Catalog
 
 from .conftest import SHARED_DATA, assert_one_line_error, run_cli, snapshot
 
@@ -172,7 +173,7 @@ def test_device_cuda_without_cuda_is_one_clear_line(planted):
 
 
 def test_real_trained_kernels_beat_their_null_model(tmp_path, rapidocr_models):
-    """SCIENCE.md's honest check: trained 5x5 kernels are classified far more often than an iid
+    """The honest check: trained 5x5 kernels are classified far more often than an iid
     Gaussian control of the same shape and count, same protocol (default latent 2)."""
     catalog = Catalog(tmp_path / "catalog")
     ingest(catalog, str(rapidocr_models["ch_PP-OCRv4_det_infer"]))
@@ -195,8 +196,8 @@ def test_same_seed_same_labels_across_processes(planted):
 
 
 def test_template_file_of_another_size_extends_only_its_size():
-    from catalog.cluster_run import template_bank
-    from catalog.templates import make_templates
+    from kernel_catalog.analysis.cluster_run import template_bank
+    from kernel_catalog.analysis.templates import make_templates
 
     master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
     if not master_keys.exists():

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from catalog.autoencoder import (
-    _minibatches, classified, default_threshold, encode, load, save, train_autoencoder,
+from kernel_catalog.analysis.autoencoder import (
+    _minibatches, classified, encode, load, save, train_autoencoder,
 )
-from catalog.errors import CatalogError
-from catalog.preprocess import preprocess
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.analysis.params import default_threshold
+from kernel_catalog.analysis.preprocess import preprocess
 
 FAST = dict(epochs=4, batch_size=64, progress=False, threads=1)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.ingest import ingest
+from kernel_catalog.ingest import ingest
 
 from .conftest import assert_one_line_error, run_cli, snapshot
 

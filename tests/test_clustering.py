@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from catalog.clustering import choose_k, cluster, feature_space
+from kernel_catalog.analysis.clustering import choose_k, cluster, feature_space
 
 
 @pytest.fixture(autouse=True)

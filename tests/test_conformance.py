@@ -20,10 +20,10 @@ import torch
 from onnx import numpy_helper
 from safetensors.numpy import load_file
 
-from adapters import registry
-from adapters.base import IngestOptions
-from catalog.ingest import ingest
-from catalog.store import Catalog
+from kernel_catalog import adapters as registry
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.ingest import ingest
+from kernel_catalog.store import Catalog
 
 from .conftest import CLS_ONNX
 from .timm_fixtures import save_random_model

@@ -16,16 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import catalog
-from adapters.base import IngestOptions
-from catalog import export as export_module
-from catalog import migrate
-from catalog.cluster_run import ClusterParams, cluster_run
-from catalog.embed import EmbedParams, embed
-from catalog.errors import CatalogError
-from catalog.export import EMPTY_MESSAGE, export, manifest_path_for
-from catalog.ingest import ingest
-from catalog.store import Catalog
+import kernel_catalog
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.export import export as export_module
+from kernel_catalog.store import _migrate as migrate
+from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.embed import embed
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.export.export import EMPTY_MESSAGE, export, manifest_path_for
+from kernel_catalog.ingest import ingest
+from kernel_catalog.store import Catalog
 
 from .conftest import CLS_ONNX, assert_one_line_error, run_cli
 
@@ -178,7 +179,7 @@ def test_manifest_reproduces_the_file(analysed, out):
     assert manifest["where"] == "kh = 5 AND kw = 5" and manifest["user_query"] is None
     assert manifest["row_count"] == 800 and manifest["sizes"] == [{"kh": 5, "kw": 5, "rows": 800}]
     assert manifest["schema_version"] == migrate.head_version()
-    assert manifest["package_version"] == catalog.__version__
+    assert manifest["package_version"] == kernel_catalog.__version__
     assert manifest["catalog"] == str(analysed.root)
     created = datetime.fromisoformat(manifest["created_at"].replace("Z", "+00:00"))
     assert created.tzinfo is not None and abs((datetime.now(timezone.utc) - created).total_seconds()) < 600

@@ -8,14 +8,15 @@ import pytest
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
-from catalog import figures as fg
-from catalog import figures_data as data
-from catalog.cluster_run import ClusterParams, cluster_run
-from catalog.embed import EmbedParams, embed
-from catalog.errors import CatalogError
-from catalog.ingest import ingest
-from catalog.planted import planted_bank
-from catalog.store import Catalog
+from kernel_catalog.report import figures as fg
+from kernel_catalog.report import _figures_data as data
+from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.embed import embed
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.ingest import ingest
+from kernel_catalog.analysis.planted import planted_bank
+from kernel_catalog.store import Catalog
 
 from .conftest import assert_one_line_error, run_cli
 

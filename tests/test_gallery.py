@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from catalog.cluster_run import ClusterParams, cluster_run
-from catalog.embed import EmbedParams, embed
-from catalog.errors import CatalogError
-from catalog.gallery import write_gallery
-from catalog.ingest import ingest
-from catalog.store import Catalog
+from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.embed import embed
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.report.gallery import write_gallery
+from kernel_catalog.ingest import ingest
+from kernel_catalog.store import Catalog
 
 from .conftest import CLS_ONNX, assert_one_line_error, run_cli
 

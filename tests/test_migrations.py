@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from adapters.base import DepthwiseLayer
-from catalog import migrate
-from catalog.errors import CatalogError
-from catalog.kernel_table import build_kernel_table, checkpoint_digest
-from catalog.store import Catalog
+from kernel_catalog.adapters.base import DepthwiseLayer
+from kernel_catalog.store import _migrate as migrate
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.store.kernel_table import build_kernel_table, checkpoint_digest
+from kernel_catalog.store import Catalog
 
 from .conftest import assert_one_line_error, run_cli
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from catalog.autoencoder import classified, default_threshold, encode, train_autoencoder
-from catalog.clustering import cluster, feature_space
-from catalog.null_model import gaussian_control, run_control
-from catalog.planted import DEFAULT_FAMILIES, planted_bank
-from catalog.preprocess import preprocess
-from catalog.templates import make_templates, match, name_clusters
+from kernel_catalog.analysis.autoencoder import classified, encode, train_autoencoder
+from kernel_catalog.analysis.params import default_threshold
+from kernel_catalog.analysis.clustering import cluster, feature_space
+from kernel_catalog.analysis.null_model import gaussian_control, run_control
+from kernel_catalog.analysis.planted import DEFAULT_FAMILIES, planted_bank
+from kernel_catalog.analysis.preprocess import preprocess
+from kernel_catalog.analysis.templates import make_templates, match, name_clusters
 
 KH = KW = 7
 N_PER_FAMILY = 150
@@ -95,7 +96,7 @@ def test_clusters_recover_the_planted_families(bank, run0):
     latent_ari = adjusted_rand_score(truth, run0.latent_labels)
     print(f"ARI reconstruction space {ari:.3f}, latent space {latent_ari:.3f}")
     assert ari >= 0.9
-    assert ari > latent_ari          # SCIENCE.md: raw latent coordinates are the wrong space
+    assert ari > latent_ari          # raw latent coordinates are the wrong space (README)
 
 
 def test_automatic_names_match_the_planted_families(bank, run0):

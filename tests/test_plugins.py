@@ -11,7 +11,7 @@ from .conftest import run_cli
 PLUGIN = '''
 """A third-party adapter: kernels from a CSV file, one kernel per line, kh,kw then values."""
 import numpy as np
-from adapters.base import DepthwiseLayer, Extraction
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
 
 
 class CsvKernels:
@@ -37,7 +37,7 @@ def _install_plugin(folder):
     info = folder / "csv_kernels_plugin-0.3.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: csv-kernels-plugin\nVersion: 0.3.1\n")
-    (info / "entry_points.txt").write_text("[catalog.adapters]\ncsvkernels = csv_kernels_plugin:CsvKernels\n")
+    (info / "entry_points.txt").write_text("[kernel_catalog.adapters]\ncsvkernels = csv_kernels_plugin:CsvKernels\n")
 
 
 def test_third_party_adapter_is_listed_and_ingests(tmp_path):

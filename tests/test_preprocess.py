@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from catalog.preprocess import preprocess, preprocess_stream
+from kernel_catalog.analysis.preprocess import preprocess, preprocess_stream
 
 
 def _bank(n=50, k=49, seed=0):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from catalog.errors import CatalogError
-from catalog.rapidocr import RAPIDOCR_MODELS, DownloadError, extract_models, fetch_rapidocr_models
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.demo.rapidocr import RAPIDOCR_MODELS, DownloadError, extract_models, fetch_rapidocr_models
 
 
 def test_expected_files_are_listed_with_licence():

@@ -1,20 +1,22 @@
 """Ingest into a real catalog folder: idempotence, replacement, flags, locking, readers."""
 from __future__ import annotations
 
+import os
 import shutil
-import threading
+import subprocess
+import sys
 import time
 
 import duckdb
 import numpy as np
 import pytest
 
-from adapters import registry
-from adapters.base import IngestOptions
-from catalog.errors import CatalogError
-from catalog.ingest import commit_extraction, ingest
-from catalog.lock import exclusive_lock
-from catalog.store import Catalog
+from kernel_catalog import adapters as registry
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.ingest import commit_extraction, ingest
+from kernel_catalog.store._lock import exclusive_lock
+from kernel_catalog.store import Catalog
 
 from .conftest import ArrayAdapter, assert_one_line_error, run_cli, snapshot
 
@@ -105,17 +107,26 @@ def test_second_writer_gets_a_clear_message_or_waits(catalog, cls_onnx):
     assert_one_line_error(busy, "being written by another process", "--wait")
     assert not catalog.exists()
 
-    def hold_briefly():
-        with exclusive_lock(catalog.root / ".lock"):
-            time.sleep(1.0)
-
-    holder = threading.Thread(target=hold_briefly)
-    holder.start()
-    time.sleep(0.2)
-    waited = run_cli("ingest", str(cls_onnx), "--wait", "30", env=env)
-    holder.join()
-    assert waited.returncode == 0, waited.stderr
+    # The lock is released only once the second writer is seen waiting for it (its process holds
+    # the lock file open): no sleeps, so this holds however fast or busy the machine is.
+    lock_path = str((catalog.root / ".lock").resolve())
+    with exclusive_lock(catalog.root / ".lock"):
+        process = subprocess.Popen([sys.executable, "-c", "from kernel_catalog.cli import main; main()",
+                                    "ingest", str(cls_onnx), "--wait", "600"], env={**os.environ, **env},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None and not _has_open(process.pid, lock_path):
+            time.sleep(0.05)
+        assert process.poll() is None, process.communicate()   # still waiting, not failed
+    stdout, stderr = process.communicate(timeout=600)
+    waited = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert "added" in waited.stdout
+
+
+def _has_open(pid: int, path: str) -> bool:
+    try:
+        return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def test_readers_share_and_never_take_the_writer_lock(catalog, cls_onnx):

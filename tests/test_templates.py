@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalog.errors import CatalogError
-from catalog.templates import (
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.analysis.templates import (
     FAMILIES, UNMATCHED, load_template_file, make_templates, match, name_clusters, opposite_family,
 )
 
@@ -120,7 +120,7 @@ def test_bad_template_files(tmp_path):
 
 
 def test_family_margin_is_large_for_a_template_and_zero_between_two():
-    from catalog.templates import family_margin, make_templates
+    from kernel_catalog.analysis.templates import family_margin, make_templates
 
     bank = make_templates(7, 7)
     on = bank.matrix[bank.families.index("dog-on")]

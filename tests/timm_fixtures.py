@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapters.base import DepthwiseLayer, Extraction
+from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
 
 LAYER_META_KEYS = {"kind", "conv_class", "stride", "dilation", "padding", "in_channels",
                    "out_channels", "depth_multiplier", "groups", "bias", "stage", "block",

@@ -1,0 +1,1 @@
+"""The paper's analysis as runs: preprocessing, autoencoder, null model, clustering, naming."""

@@ -1,0 +1,99 @@
+"""The analysis protocol as typed, light parameters (no torch or scikit-learn imported here).
+
+One place for every default and choice the analysis offers: the CLI builds its options from
+these, the runs table records them (`RunParams.from_record`), presets are made of them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from kernel_catalog.analysis.clustering import METHODS as CLUSTER_METHODS, SPACES
+from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, METHODS as PREPROCESS_METHODS
+from kernel_catalog.analysis.templates import DEFAULT_NAME_THRESHOLD
+
+__all__ = ["CLUSTER_METHODS", "DEVICES", "PREPROCESS_METHODS", "PRESETS", "SPACES", "ClusterParams", "EmbedParams",
+           "available_cores", "default_threshold", "from_record", "to_record"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one, as containers set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threshold(kh: int, kw: int) -> float:
+    """Cosine-dissimilarity threshold (1 - cos below it = classified) for a kernel size.
+
+    Paper (unconfirmed): 7x7 -> 0.3, 5x5 -> 0.2. We extend by tap count: >= 49 taps -> 0.3
+    (never more lenient than the paper's most lenient value), 25..48 -> 0.2, < 25 (3x3, 1x7,
+    1x11, ...) -> 0.1. Why stricter for small kernels: a centred kernel has k - 1 free
+    dimensions, and a random direction lands close to a fixed 2-D plane far more often when
+    k is small. For a plane, cos^2 ~ Beta(1, (k-3)/2), so P(1 - cos < t) = (1 - (1-t)^2)^((k-3)/2):
+    7x7 at 0.3 -> 2e-7, 5x5 at 0.2 -> 1e-5, 3x3 at 0.2 -> 0.05 but at 0.1 -> 0.007.
+    Small kernels still mean little above latent 1-2 (README, The analysis): compare with the control.
+    """
+    taps = kh * kw
+    return 0.3 if taps >= 49 else 0.2 if taps >= 25 else 0.1
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    latent_dim: int = 2
+    epochs: int | None = None            # None: autoencoder.train_autoencoder's auto rule
+    batch_size: int = 4096
+    lr: float | None = None              # None: the autoencoder module's default
+    seed: int = 0
+    device: str = "auto"                 # one of DEVICES
+    preprocess: str = DEFAULT_METHOD     # one of PREPROCESS_METHODS
+    hidden: tuple[int, ...] = (64, 32)
+    thresholds: dict[str, float] = field(default_factory=dict)   # "7x7" -> 0.3 overrides
+    null_model: bool = True
+    threads: int | None = None           # CPU threads for torch; None: every core this process may use
+
+    def threshold(self, kh: int, kw: int) -> float:
+        return self.thresholds.get(f"{kh}x{kw}", default_threshold(kh, kw))
+
+    def train_kwargs(self, progress: bool) -> dict:
+        """Keyword arguments for autoencoder.train_autoencoder (None means its default)."""
+        chosen = dict(latent_dim=self.latent_dim, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                      seed=self.seed, device=self.device, progress=progress, hidden=self.hidden,
+                      threads=self.threads)
+        return {k: v for k, v in chosen.items() if v is not None or k in ("epochs", "threads")}
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    k: int | str = 10                   # an int, or "auto" (best silhouette over k_min..k_max)
+    k_min: int = 2
+    k_max: int = 15
+    space: str = SPACES[0]              # one of SPACES: "reconstruction" or "latent"
+    method: str = CLUSTER_METHODS[0]    # kmeans (MiniBatch above 200k rows) | minibatch | gmm
+    seed: int = 0
+    templates: str = "builtin"          # builtin | FILE | builtin+FILE
+    name_threshold: float = DEFAULT_NAME_THRESHOLD
+    threads: int | None = None          # OpenMP/BLAS threads for scikit-learn; None: every core
+
+
+PRESETS: dict[str, tuple[EmbedParams, ClusterParams]] = {
+    "paper": (EmbedParams(latent_dim=1), ClusterParams(k=10)),
+    "default": (EmbedParams(latent_dim=2), ClusterParams(k=10)),
+}
+
+
+def to_record(params) -> dict:
+    """Parameters as stored in runs.params (JSON-safe: tuples become lists)."""
+    return asdict(params)
+
+
+def from_record(cls, stored: dict):
+    """Rebuild EmbedParams / ClusterParams from runs.params, ignoring keys of other versions."""
+    known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in stored.items() if k in known}
+    if "hidden" in values and values["hidden"] is not None:
+        values["hidden"] = tuple(values["hidden"])
+    return cls(**values)

@@ -1,0 +1,1 @@
+"""Exports of catalog subsets (Parquet, CSV, NPZ) with provenance manifests."""

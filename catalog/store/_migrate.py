@@ -1,0 +1,89 @@
+"""Versioned schema for the catalog's DuckDB metadata: numbered SQL files in migrations/.
+
+Why not alembic: with DuckDB 2.0, duckdb-engine cannot reflect (so autogenerate fails), alembic
+needs a dialect shim, and it runs DDL outside a transaction. DuckDB itself has transactional DDL,
+so applying `NNNN_name.sql` files in order, each with its version bump in one transaction, gives
+an upgrade that either happens whole or not at all, in ~60 lines we test directly.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import duckdb
+
+from kernel_catalog.errors import CatalogError
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available_migrations() -> list[Migration]:
+    """Every migration shipped in the `migrations` package, in version order."""
+    found = []
+    for entry in resources.files("kernel_catalog.migrations").iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def head_version() -> int:
+    return len(available_migrations())
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """Schema version of an open catalog database (0 for an empty database)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchall()[0][0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+
+def check_not_newer(version: int, where: str) -> None:
+    head = head_version()
+    if version > head:
+        raise CatalogError(
+            f"catalog {where} has schema version {version}, newer than this kernel-catalog "
+            f"understands ({head}); upgrade kernel-catalog (pip install -U kernel-catalog)"
+        )
+
+
+def upgrade(con: duckdb.DuckDBPyConnection, target: int | None = None, where: str = "") -> list[int]:
+    """Apply pending migrations up to `target` (default: head); returns the versions applied."""
+    version = current_version(con)
+    check_not_newer(version, where)
+    applied = []
+    for migration in available_migrations():
+        if migration.version <= version or (target is not None and migration.version > target):
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            )
+            con.execute(migration.sql)
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, current_timestamp::TIMESTAMP)",
+                [migration.version, migration.name],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(migration.version)
+    return applied
