@@ -460,7 +460,7 @@ def gallery(ctx, run, output, force, seed):
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, prog_name="catalog")
     except CatalogError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)

@@ -319,7 +319,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(analysed, out, tmp_path):
     refused("--query", "SELECT * FROM labels WHERE run = 'nope'", "-o", str(out / "e.csv"),
             fragments=["matches no rows", "no run named 'nope'", "ae-k4"])
     refused("--where", "true", "-o", str(out / "e.xlsx"), fragments=["cannot tell the format", "--format"])
-    refused("--where", "true", "--format", "xlsx", "-o", str(out / "e.parquet"), fragments=["unknown format 'xlsx'"])
+    refused("--where", "true", "--format", "xlsx", "-o", str(out / "e.parquet"), fragments=["'xlsx' is not one of 'parquet', 'csv', 'npz'"])
     refused("--where", "true", "-o", str(out / "missing" / "e.parquet"), fragments=["does not exist"])
     refused("--where", "true", "-o", "/proc/e.parquet", fragments=["/proc"])   # not writable, root or not
     refused("--where", "nope > 1", "-o", str(out / "e.parquet"), fragments=["SQL error", "nope"])
