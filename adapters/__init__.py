@@ -7,8 +7,10 @@ from kernel_catalog.adapters._registry import (
     GROUP, PLUGINS_ENV, AdapterInfo, adapters_table, broken_adapters, expand_pattern, find_adapter, get_adapter,
     list_adapters, register, reset,
 )
-from kernel_catalog.adapters.base import Adapter, DepthwiseLayer, Extraction, IngestOptions, select_by_name
+from kernel_catalog.adapters.base import (
+    Adapter, DepthwiseLayer, Expander, Extraction, IngestOptions, RemoteFile, RemoteSource, RemoteWeights, select_by_name,
+)
 
-__all__ = ["GROUP", "PLUGINS_ENV", "Adapter", "AdapterInfo", "DepthwiseLayer", "Extraction",
-           "IngestOptions", "adapters_table", "broken_adapters", "expand_pattern", "find_adapter",
+__all__ = ["GROUP", "PLUGINS_ENV", "Adapter", "AdapterInfo", "DepthwiseLayer", "Expander", "Extraction",
+           "IngestOptions", "RemoteFile", "RemoteSource", "RemoteWeights", "adapters_table", "broken_adapters", "expand_pattern", "find_adapter",
            "get_adapter", "list_adapters", "register", "reset", "select_by_name"]

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 from kernel_catalog.errors import CatalogError
 
-from kernel_catalog.adapters.base import Adapter, IngestOptions
+from kernel_catalog.adapters.base import Adapter, Expander, IngestOptions
 
 GROUP = "kernel_catalog.adapters"
 PLUGINS_ENV = "KERNEL_CATALOG_PLUGINS"
@@ -112,12 +112,11 @@ def find_adapter(source: str, options: IngestOptions) -> Adapter:
 
 
 def expand_pattern(pattern: str, options: IngestOptions) -> list[str]:
-    """Expand an fnmatch pattern through adapters that can (e.g. timm names)."""
+    """Expand an fnmatch pattern through the adapters that can (the optional `Expander.expand`)."""
     for info in list_adapters():
         adapter = get_adapter(info.name)
-        expand = getattr(adapter, "expand", None)
-        if expand is not None:
-            names = expand(pattern, options)
+        if isinstance(adapter, Expander):
+            names = adapter.expand(pattern, options)
             if names:
                 return names
     raise CatalogError(f"pattern '{pattern}' matches no model name; see `catalog adapters`")

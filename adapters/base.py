@@ -52,9 +52,47 @@ class Extraction:
     meta: dict[str, Any] = field(default_factory=dict)   # pretrained cfg, file format, ...
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One weights file of a published release, as its hub describes it."""
+
+    name: str
+    size: int | None = None
+    sha256: str | None = None     # LFS files: the content digest
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteWeights:
+    """What a published source resolves to before any weights are downloaded.
+
+    `source` is what the adapter's read() takes once the files are local; `cache_before` is the
+    set of paths the source's cache folders held before, so `evict()` can restore them.
+    """
+
+    model: str                          # default model name
+    source: str                         # what to read once fetched (offline, pinned)
+    repo: str                           # hub repo id, or the URL of a URL-only release
+    revision: str | None                # commit sha (None when unknown, e.g. a bare URL)
+    files: tuple[RemoteFile, ...]
+    cached: bool                        # every file is already local: fetch() downloads nothing
+    license: str | None = None
+    kind: str = "hf"                    # hf | url
+    cache_dir: str = ""
+    cache_before: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Adapter(Protocol):
-    """A model-adapter plugin, registered under the entry-point group `catalog.adapters`."""
+    """A model-adapter plugin, registered under the entry-point group `kernel_catalog.adapters`.
+
+    Required: the four attributes, can_read() and read(). Optional capabilities, used when an
+    adapter has them (declared below as their own protocols, so an adapter without them still
+    satisfies this one): `expand(pattern, options) -> list[str]` (Expander: fnmatch patterns into
+    source names, used by `expand_pattern`), and `resolve / fetch / evict` (RemoteSource: published
+    weights that are downloaded before read(), skipped when already ingested at that revision).
+    """
 
     name: str           # short registry name, e.g. "onnx"
     version: str        # reported by `catalog adapters`
@@ -66,6 +104,28 @@ class Adapter(Protocol):
 
     def read(self, source: str, options: IngestOptions) -> Extraction:
         """Read the source; raise catalog.errors.CatalogError with one clear line on bad input."""
+
+
+@runtime_checkable
+class Expander(Protocol):
+    """Optional: an adapter that expands fnmatch patterns ('convnext*') into source names."""
+
+    def expand(self, pattern: str, options: IngestOptions) -> list[str]:
+        """Every source name the pattern matches ([] when none): cheap, no weights read."""
+
+
+@runtime_checkable
+class RemoteSource(Protocol):
+    """Optional: an adapter whose sources are published weights, downloaded before read()."""
+
+    def resolve(self, source: str, options: IngestOptions) -> RemoteWeights | None:
+        """Which files at which revision (cache first, else metadata only); None: not remote."""
+
+    def fetch(self, plan: RemoteWeights) -> None:
+        """Download the plan's missing files into their cache (resumable)."""
+
+    def evict(self, plan: RemoteWeights) -> None:
+        """Delete from the cache what fetch() added, leaving it as resolve() found it."""
 
 
 def select_by_name(name: str, options: IngestOptions) -> bool:

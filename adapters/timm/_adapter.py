@@ -3,7 +3,9 @@
 Weights come from one of three places:
   --checkpoint FILE   a local .safetensors / .pth with the architecture's weights;
   --random-init       timm's own initialisation under a fixed seed (trained=False);
-  otherwise           the published weights, from the local Hugging Face cache only (offline).
+  otherwise           the published weights: the Hugging Face cache first (no network call), else
+                      downloaded from the hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE respected) or,
+                      for configs that give only a URL, into torch.hub's cache.
 
 This module is the light plugin shell (importing it loads neither torch nor timm, so listing
 adapters stays fast); the reading is in adapters.timm_read.
@@ -14,6 +16,7 @@ import re
 from pathlib import Path
 
 from kernel_catalog.adapters.base import Extraction, IngestOptions
+from kernel_catalog.adapters.hub import RemoteWeights
 from kernel_catalog.adapters.timm._names import list_timm_sources
 
 __all__ = ["TimmAdapter", "list_timm_sources"]
@@ -42,10 +45,13 @@ class TimmAdapter:
 
     name = "timm"
     version = _version()
-    description = ("timm models by name (arch or arch.tag): weights from the local Hugging Face "
-                   "cache, --checkpoint FILE or --random-init")
+    description = ("timm models by name (arch or arch.tag): published weights (Hugging Face hub, "
+                   "cached), --checkpoint FILE or --random-init")
     # Low: any name-like string lands here, so every more specific adapter is asked first.
     priority = 10
+
+    def __init__(self) -> None:
+        self._plans: dict[str, RemoteWeights] = {}
 
     def can_read(self, source: str, options: IngestOptions) -> bool:
         """Not an existing file, and a timm-style name (read() suggests names for typos)."""
@@ -59,8 +65,32 @@ class TimmAdapter:
         """fnmatch over timm names: architectures for --random-init, else arch.tag with weights."""
         return list_timm_sources([pattern], pretrained=not options.random_init and options.checkpoint is None)
 
+    def resolve(self, source: str, options: IngestOptions) -> RemoteWeights | None:
+        """The published weights a name stands for (cache or one metadata request), or None."""
+        if options.random_init or options.checkpoint is not None:
+            return None
+        from kernel_catalog.adapters.timm._hub import resolve_weights
+        from kernel_catalog.adapters.timm._names import parse_name, pretrained_cfg
+
+        plan = resolve_weights(source, pretrained_cfg(parse_name(source)))
+        self._plans[source] = plan      # read(source) uses it (its license, its cache state)
+        return plan
+
+    def fetch(self, plan: RemoteWeights) -> None:
+        """Download the plan's weights into their cache (resumes a partial download)."""
+        from kernel_catalog.adapters.timm._hub import fetch_weights
+
+        fetch_weights(plan)
+
+    def evict(self, plan: RemoteWeights) -> None:
+        """Remove from the cache what fetch() added (the cache is left as it was before)."""
+        from kernel_catalog.adapters.timm._hub import evict_weights
+
+        evict_weights(plan)
+
     def read(self, source: str, options: IngestOptions) -> Extraction:
         """Build the architecture, find its depthwise convs, read their kernels."""
         from kernel_catalog.adapters.timm._read import read_timm     # torch + timm load only when needed
 
-        return read_timm(source, options)
+        plan = None if options.random_init or options.checkpoint else self._plans.get(source)
+        return read_timm(source, options, plan)

@@ -1,59 +1,114 @@
-"""Find a timm model's published weights in the local Hugging Face cache, never on the network.
+"""Where a timm name's published weights are: the Hugging Face cache, the hub, or a plain URL.
 
-The cache folder is read from the environment at call time (HF_HUB_CACHE, HF_HOME, ...):
-huggingface_hub computes its own constants once at import, so a process (or a test) that sets
-the variables later would otherwise look in the wrong place.
+`resolve_weights` answers without downloading anything (the cache first, with no network call;
+then one metadata request to the hub), so a zoo run can skip a model already in the catalog at
+the same revision. `fetch_weights` downloads what is missing and returns the local file.
+timm configs that give only a URL (`cfg.url`) use torch.hub's cache and its checksum (the hash
+prefix in the file name, when the publisher gave one).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from kernel_catalog.errors import CatalogError
+from kernel_catalog.adapters import hub
+from kernel_catalog.adapters.hub import RemoteFile, RemoteWeights
+from kernel_catalog.errors import CatalogError, error_summary
 
 # timm hub repos hold model.safetensors; older ones pytorch_model.bin (timm tries in this order).
-_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+_HINT = "pass --checkpoint FILE or --random-init"
 
 
-def hf_cache_dir() -> Path:
-    """The hub cache folder the environment names now, as huggingface_hub would resolve it."""
-    env = os.environ
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if env.get(var):
-            return Path(env[var]).expanduser()
-    if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]).expanduser() / "hub"
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]).expanduser() / "huggingface" / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def cached_weights(display: str, cfg: Any | None) -> tuple[str, Path]:
-    """(hub id, local file) of the weights `cfg` points to; CatalogError when not cached.
-
-    `display` is the name the user gave, for messages.
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    hint = "pass --checkpoint FILE or --random-init"
+def resolve_weights(display: str, cfg: Any | None) -> RemoteWeights:
+    """The published weights of `cfg` (cache first, else one metadata request); nothing downloaded."""
     if cfg is None:
-        raise CatalogError(f"timm has no pretrained weights for {display}; {hint}")
+        raise CatalogError(f"timm has no pretrained weights for {display}; {_HINT}")
     if not cfg.hf_hub_id:
-        where = f" (published at {cfg.url}, not on the Hugging Face hub)" if cfg.url else ""
-        raise CatalogError(f"timm has no Hugging Face weights for {display}{where}; {hint}")
-    repo_id, _, revision = cfg.hf_hub_id.partition("@")
-    cache = hf_cache_dir()
-    filenames = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HUB_FILES
-    for filename in filenames:
-        try:
-            path = hf_hub_download(repo_id, filename, revision=revision or None,
-                                   cache_dir=cache, local_files_only=True)
-        except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
-            continue
-        return repo_id, Path(path)
-    raise CatalogError(
-        f"no local weights for {display} ({repo_id} is not in the Hugging Face cache {cache}); {hint}")
+        if cfg.url:
+            return _resolve_url(display, cfg.url, cfg)
+        raise CatalogError(f"timm has no published weights for {display}; {_HINT}")
+    repo, _, revision = cfg.hf_hub_id.partition("@")
+    revision = revision or None
+    candidates = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILES
+    common = dict(model=display, source=display, repo=repo, license=getattr(cfg, "license", None),
+                  cache_dir=str(hub.hf_cache_dir()), cache_before=hub.cache_state(hub.hf_roots(repo)))
+    for filename in candidates:
+        path = hub.cached_file(repo, filename, revision)
+        if path is not None:
+            return RemoteWeights(revision=path.parent.name, files=(RemoteFile(filename),), cached=True,
+                                 **common)
+    sha, files, licence = hub.repo_listing(repo, revision, display)
+    by_name = {f.name: f for f in files}
+    for filename in candidates:
+        if filename in by_name:
+            return RemoteWeights(revision=sha, files=(by_name[filename],), cached=False,
+                                 extra={"requested_revision": revision},
+                                 **{**common, "license": common["license"] or licence})
+    raise CatalogError(f"{display}: the hub repo {repo} has none of {', '.join(candidates)}; {_HINT}")
+
+
+def fetch_weights(plan: RemoteWeights) -> Path:
+    """The local weights file of a plan, downloading it when missing."""
+    if plan.kind == "url":
+        return _fetch_url(plan)
+    (file,) = plan.files
+    path = hub.cached_file(plan.repo, file.name, plan.revision)
+    if path is not None:
+        return path
+    return hub.download(plan.repo, file.name, plan.extra.get("requested_revision"), plan.model)
+
+
+def evict_weights(plan: RemoteWeights) -> None:
+    if plan.kind == "url":
+        roots = [_url_path(plan.repo)]
+    else:
+        roots = hub.hf_roots(plan.repo)
+    hub.evict(roots, plan.cache_before)
+
+
+def torch_hub_dir() -> Path:
+    """torch.hub's checkpoint folder, from TORCH_HOME at call time."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def _url_path(url: str) -> Path:
+    return torch_hub_dir() / os.path.basename(urlparse(url).path)
+
+
+def _resolve_url(display: str, url: str, cfg: Any) -> RemoteWeights:
+    path = _url_path(url)
+    return RemoteWeights(model=display, source=display, repo=url, revision=_hash_prefix(path.name),
+                         files=(RemoteFile(path.name),), cached=path.is_file(),
+                         license=getattr(cfg, "license", None), kind="url", cache_dir=str(path.parent),
+                         cache_before=hub.cache_state([path]))
+
+
+def _hash_prefix(filename: str) -> str | None:
+    from torch.hub import HASH_REGEX
+
+    match = HASH_REGEX.search(filename)
+    return match.group(1) if match else None
+
+
+def _fetch_url(plan: RemoteWeights) -> Path:
+    from torch.hub import download_url_to_file
+
+    path = _url_path(plan.repo)
+    if path.is_file():
+        return path
+    if hub.offline():
+        raise CatalogError(f"{plan.model}: {plan.repo} is not in torch.hub's cache {path.parent} and "
+                           "HF_HUB_OFFLINE is set; unset it to download, or pass --checkpoint FILE")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url_to_file(plan.repo, str(path), hash_prefix=plan.revision, progress=os.isatty(2))
+    except Exception as exc:  # noqa: BLE001 -- network, HTTP or checksum: the download failed
+        raise CatalogError(f"{plan.model}: cannot download {plan.repo} ({type(exc).__name__}: "
+                           f"{error_summary(exc).splitlines()[0]}); check the network and run again,"
+                           f" or {_HINT}") from None
+    return path

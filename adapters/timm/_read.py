@@ -16,15 +16,20 @@ from torch import nn
 
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
 from kernel_catalog.adapters.timm._checkpoint import WeightFile, describe, mismatches
-from kernel_catalog.adapters.timm._hub import cached_weights
+from kernel_catalog.adapters import hub
+from kernel_catalog.adapters.hub import RemoteWeights
+from kernel_catalog.adapters.timm._hub import fetch_weights, resolve_weights
 from kernel_catalog.adapters.timm._layers import (DepthwiseSpec, find_depthwise, has_reparam_blocks,
                                   kernels_from_tensor, module_weight)
 from kernel_catalog.adapters.timm._names import TimmName, cfg_to_json, parse_name, pretrained_cfg
 from kernel_catalog.errors import CatalogError
 
 
-def read_timm(source: str, options: IngestOptions) -> Extraction:
-    """The Extraction for a timm name under the ingest options (see TimmAdapter)."""
+def read_timm(source: str, options: IngestOptions, plan: RemoteWeights | None = None) -> Extraction:
+    """The Extraction for a timm name under the ingest options (see TimmAdapter).
+
+    `plan` is the resolved published weights (TimmAdapter.resolve), downloaded when missing.
+    """
     import timm
 
     name = parse_name(source)
@@ -36,13 +41,13 @@ def read_timm(source: str, options: IngestOptions) -> Extraction:
     found = find_depthwise(skeleton, "unfused" if has_reparam_blocks(skeleton) else None)
     if not found:                       # say so before looking for weights
         raise _no_depthwise(name)
-    origin, path = _locate_weights(name, options, meta)
+    origin, path = _locate_weights(name, options, meta, plan)
     return _read_file(name, skeleton, found, path, origin, options, meta)
 
 
-def _locate_weights(name: TimmName, options: IngestOptions,
-                    meta: dict[str, Any]) -> tuple[str, Path]:
-    """(origin to record, file to read) for --checkpoint or the HF cache; fills provenance meta."""
+def _locate_weights(name: TimmName, options: IngestOptions, meta: dict[str, Any],
+                    plan: RemoteWeights | None) -> tuple[str, Path]:
+    """(origin to record, file to read) for --checkpoint or the published weights; fills provenance."""
     if options.checkpoint is not None:
         path = Path(options.checkpoint).expanduser().resolve()
         # Without a tag the default cfg would describe some release, not the user's file.
@@ -51,8 +56,12 @@ def _locate_weights(name: TimmName, options: IngestOptions,
         meta.update(weights="checkpoint", file=origin)
     else:
         cfg = pretrained_cfg(name)
-        origin, path = cached_weights(name.source, cfg)
-        meta.update(weights="hf-cache", file=str(path), hf_revision=path.parent.name)
+        plan = plan or resolve_weights(name.source, cfg)
+        path = fetch_weights(plan)
+        provenance = hub.provenance(plan, {plan.files[0].name: path})
+        origin = plan.repo
+        meta.update(weights="hf-hub" if plan.kind == "hf" else "url", file=str(path), hub=provenance,
+                    hf_revision=plan.revision)
     if cfg is not None:
         meta["pretrained_cfg"] = cfg_to_json(cfg)
     return origin, path

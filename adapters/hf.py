@@ -1,0 +1,198 @@
+"""Any Hugging Face hub repo as a source: `hf:ORG/REPO[@REVISION]` or `hf:ORG/REPO[@REVISION]/FILE`.
+
+The repo's file list picks the weights, in this order: a sharded `*.safetensors.index.json` (read
+shard by shard), a `.safetensors` file, a sharded `*.bin.index.json`, a `.bin/.pth/.pt` file, an
+`.onnx` file, a `.tflite` file (a `model.*` / `pytorch_model.*` name wins among several of one
+kind). State dicts (transformers ConvNext / ConvNextV2 / MobileViT / EfficientNet, ...) go through
+the state-dict adapter's shape rule; ONNX and TFLite files to the adapter that reads them. The
+model is named ORG/REPO (unless --name); models.meta["hub"] records repo, commit, files with their
+sizes and sha256/ETag, and the license the repo states.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path, PurePosixPath
+
+from kernel_catalog.adapters import hub
+from kernel_catalog.adapters.base import Extraction, IngestOptions
+from kernel_catalog.adapters.hub import RemoteFile, RemoteWeights
+from kernel_catalog.errors import CatalogError
+
+PREFIX = "hf:"
+_SOURCE = re.compile(r"^hf:([A-Za-z0-9][\w.\-]*)/([\w.\-]+?)(?:@([\w.\-/]+?))?(?:/(.+))?$")
+# (kind, suffix) in order of preference; index files list shards.
+_KINDS = (("index", ".safetensors.index.json"), ("file", ".safetensors"), ("index", ".bin.index.json"),
+          ("file", ".bin"), ("file", ".pth"), ("file", ".pt"), ("file", ".onnx"), ("file", ".tflite"))
+_PREFERRED = ("model.", "pytorch_model.")
+
+
+def parse_source(source: str) -> tuple[str, str | None, str | None]:
+    """(repo, revision, file) of `hf:ORG/REPO[@REV][/FILE]`; CatalogError when malformed."""
+    match = _SOURCE.match(source)
+    if not match:
+        raise CatalogError(f"'{source}': not a hub source; write hf:ORG/REPO, hf:ORG/REPO@REVISION"
+                           " or hf:ORG/REPO/FILE")
+    org, repo, revision, file = match.groups()
+    if file and "@" in PurePosixPath(file).name and revision is None:     # hf:org/repo/file@rev
+        file, _, revision = file.rpartition("@")
+    return f"{org}/{repo}", revision, file
+
+
+def pick_weights(names: list[str], source: str) -> str:
+    """The weights file (or shard index) to read among a repo's files."""
+    for _, suffix in _KINDS:
+        found = sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+        if suffix in (".safetensors", ".bin"):      # shards are read through their index
+            found = [n for n in found if not re.search(r"-\d{5}-of-\d{5}\.", n)] or found
+        if not found:
+            continue
+        preferred = [n for n in found if PurePosixPath(n).name.startswith(_PREFERRED)]
+        if len(preferred) == 1 or len(found) == 1:
+            return (preferred or found)[0]
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise CatalogError(f"{source}: several weights files ({shown}); name one: {source}/FILE")
+    raise CatalogError(f"{source}: no weights file in the repo (.safetensors, .bin, .pth, .onnx,"
+                       " .tflite); name one: hf:ORG/REPO/FILE")
+
+
+class HfAdapter:
+    """Weights files of any Hugging Face hub repo, handed to the adapter of their format."""
+
+    name = "hf"
+    version = "1.0.0"
+    description = "hf:ORG/REPO[@REV][/FILE]: weights of any Hugging Face hub repo (safetensors, bin, onnx, tflite)"
+    priority = 90
+
+    def __init__(self) -> None:
+        self._plans: dict[str, RemoteWeights] = {}
+        self._lock = threading.Lock()
+
+    def can_read(self, source: str, options: IngestOptions) -> bool:
+        return source.startswith(PREFIX)
+
+    def resolve(self, source: str, options: IngestOptions) -> RemoteWeights:
+        """Files to download, at which commit: from the cache when it has them, else one request."""
+        repo, revision, file = parse_source(source)
+        before = hub.cache_state(hub.hf_roots(repo))
+        plan = self._cached_plan(source, repo, revision, file, before)
+        if plan is None:
+            sha, files, licence = hub.repo_listing(repo, revision, source)
+            by_name = {f.name: f for f in files}
+            main = file or pick_weights(list(by_name), source)
+            if main not in by_name:
+                raise CatalogError(f"{source}: the repo has no file '{main}' at {sha[:12]}; see its file list")
+            needed = [main] + self._shards(repo, main, revision, source)
+            plan = RemoteWeights(model=repo, source=f"{PREFIX}{repo}@{sha}/{main}", repo=repo, revision=sha,
+                                 files=tuple(by_name.get(n, RemoteFile(n)) for n in needed), cached=False,
+                                 license=licence, cache_dir=str(hub.hf_cache_dir()), cache_before=before,
+                                 extra={"requested_revision": revision})
+        with self._lock:
+            self._plans[plan.source] = plan
+        return plan
+
+    def fetch(self, plan: RemoteWeights) -> None:
+        for file in plan.files:
+            if hub.cached_file(plan.repo, file.name, plan.revision) is None:
+                hub.download(plan.repo, file.name, plan.extra.get("requested_revision"), plan.model)
+
+    def evict(self, plan: RemoteWeights) -> None:
+        hub.evict(hub.hf_roots(plan.repo), plan.cache_before)
+
+    def read(self, source: str, options: IngestOptions) -> Extraction:
+        with self._lock:
+            plan = self._plans.get(source)
+        if plan is None:
+            plan = self.resolve(source, options)
+            self.fetch(plan)
+        paths = {f.name: self._local(plan, f.name) for f in plan.files}
+        main = plan.files[0].name
+        if main.endswith(".index.json"):
+            inner = _read_shards([paths[f.name] for f in plan.files[1:]], options)
+        else:
+            inner = _read_with_format_adapter(paths[main], options)
+        meta = {**inner.meta, "format_adapter": inner.meta.get("format_adapter"),
+                "hub": hub.provenance(plan, paths)}
+        return Extraction(model=plan.repo, source=f"{PREFIX}{plan.repo}@{plan.revision}", trained=inner.trained,
+                          layers=inner.layers, meta=meta)
+
+    def _local(self, plan: RemoteWeights, name: str) -> Path:
+        path = hub.cached_file(plan.repo, name, plan.revision)
+        return path if path is not None else hub.download(plan.repo, name, plan.revision, plan.model)
+
+    def _cached_plan(self, source, repo, revision, file, before) -> RemoteWeights | None:
+        """A plan from the cache alone (no network call), when the snapshot holds the weights."""
+        sha = hub.cached_commit(repo, revision)
+        snapshot = hub.repo_folder(repo) / "snapshots" / (sha or "-")
+        if sha is None or not snapshot.is_dir():
+            return None
+        names = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+        try:
+            main = file or pick_weights(names, source)
+        except CatalogError:
+            return None
+        if main not in names:
+            return None
+        try:
+            needed = [main] + self._shards(repo, main, sha, source, local_only=True)
+        except _NotCached:
+            return None
+        if any(n not in names for n in needed):
+            return None
+        return RemoteWeights(model=repo, source=f"{PREFIX}{repo}@{sha}/{main}", repo=repo, revision=sha,
+                             files=tuple(RemoteFile(n) for n in needed), cached=True,
+                             cache_dir=str(hub.hf_cache_dir()), cache_before=before)
+
+    def _shards(self, repo: str, main: str, revision: str | None, source: str,
+                local_only: bool = False) -> list[str]:
+        """The shard files a `*.index.json` names (the index itself is small: fetched now)."""
+        if not main.endswith(".index.json"):
+            return []
+        path = hub.cached_file(repo, main, revision)
+        if path is None:
+            if local_only:
+                raise _NotCached
+            path = hub.download(repo, main, revision, source)
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError):
+            raise CatalogError(f"{source}: {main} is not a shard index (no weight_map)") from None
+        folder = PurePosixPath(main).parent
+        return [str(folder / shard) if str(folder) != "." else shard
+                for shard in sorted(set(weight_map.values()))]
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _read_shards(paths: list[Path], options: IngestOptions) -> Extraction:
+    """Each shard in turn through the state-dict rule; layers in natural order of tensor names."""
+    from kernel_catalog.adapters.statedict import StateDictAdapter, natural_key
+
+    layers, formats = [], []
+    for path in paths:
+        try:
+            part = StateDictAdapter().read(str(path), options)
+        except CatalogError as error:
+            if "no depthwise tensor" in str(error):       # a shard of heads and norms only
+                continue
+            raise
+        layers.extend(part.layers)
+        formats.append(part.meta.get("format"))
+    if not layers:
+        raise CatalogError(f"{paths[0].parent}: no depthwise tensor in any shard (4-D float (C,1,kh,kw))")
+    layers.sort(key=lambda layer: natural_key(layer.meta.get("tensor_name", layer.name)))
+    return Extraction(model="", source="", trained=True, layers=layers,
+                      meta={"format": formats[0], "shards": len(paths), "format_adapter": "statedict",
+                            "trained_assumed": True})
+
+
+def _read_with_format_adapter(path: Path, options: IngestOptions) -> Extraction:
+    from kernel_catalog.adapters._registry import find_adapter
+
+    adapter = find_adapter(str(path), options)
+    inner = adapter.read(str(path), options)
+    return Extraction(inner.model, inner.source, inner.trained, inner.layers,
+                      {**inner.meta, "format_adapter": adapter.name})
