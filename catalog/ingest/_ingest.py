@@ -166,6 +166,7 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
         "n_nonfinite": pa.array([r.n_nonfinite for r in layer_rows], pa.int32()),
         "n_near_zero": pa.array([r.n_near_zero for r in layer_rows], pa.int32()),
         "meta": [json_text(r.meta) for r in layer_rows],
+        **{m: pa.array([getattr(r, m) for r in layer_rows], pa.float64()) for m in ("sparsity", "variance_entropy")},
     })
     model = result.model
     with session.transaction() as con:
@@ -180,8 +181,8 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
         )
         con.register("new_layers", layers)
         con.execute(
-            "INSERT INTO layer_records SELECT ? AS model, layer, expert, layer_index, depth, kh, kw, "
-            "n_kernels, n_nonfinite, n_near_zero, meta::JSON FROM new_layers", [model])
+            "INSERT INTO layer_records BY NAME SELECT ? AS model, layer, expert, layer_index, depth, kh, kw, "
+            "n_kernels, n_nonfinite, n_near_zero, meta::JSON AS meta, sparsity, variance_entropy FROM new_layers", [model])
         con.unregister("new_layers")
         size = (session.root / path).stat().st_size
         con.execute("INSERT INTO kernel_files VALUES (?, ?, ?, ?)", [model, path, table.num_rows, size])

@@ -39,6 +39,13 @@ def available_migrations() -> list[Migration]:
     return found
 
 
+def _python_steps() -> dict[str, tuple]:
+    """Python steps a migration runs after its SQL, by name (backfills SQL cannot compute)."""
+    from kernel_catalog.store._layer_backfill import backfill
+
+    return {"layer_metrics": (backfill,)}   # 0006
+
+
 def head_version() -> int:
     return len(available_migrations())
 
@@ -77,6 +84,8 @@ def upgrade(con: duckdb.DuckDBPyConnection, target: int | None = None, where: st
                 "(version INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
             con.execute(migration.sql)
+            for step in _python_steps().get(migration.name, ()):
+                step(con)   # data a migration cannot compute in SQL, same transaction
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, current_timestamp::TIMESTAMP)",
                 [migration.version, migration.name],

@@ -14,6 +14,7 @@ import pyarrow as pa
 from kernel_catalog.adapters.base import DepthwiseLayer
 
 NEAR_ZERO = 1e-4   # all |w| <= this: flagged near-zero (the authors' later loader drops them)
+SPARSE_FRACTION = 0.01   # CNN Filter DB: a kernel is sparse when max |w| < 1 % of its layer's max |w|
 
 KERNEL_SCHEMA = pa.schema([
     ("kernel_id", pa.int64()),
@@ -95,6 +96,38 @@ def kernel_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
+def layer_metrics(flat: np.ndarray) -> tuple[float | None, float | None]:
+    """CNN Filter DB's per-layer metrics (Gavrikov and Keuper, CVPR 2022) of one layer's raw
+    kernels, an (N, kh*kw) array; returns (sparsity, variance_entropy), None where undefined.
+
+    Kernels with a NaN/Inf are left out (they are flagged in the catalog); N below counts the rest.
+    - sparsity: the share of kernels whose max |w| is below SPARSE_FRACTION (0.01) x the max |w|
+      over the whole layer; a layer whose weights are all zero has sparsity 1. None when N = 0.
+    - variance_entropy: X = the kernels centred by subtracting the mean kernel (column means);
+      p_i = s_i^2 / sum_j s_j^2 over the singular values s of X; -sum_{p_i > 0} p_i ln p_i divided
+      by ln(kh*kw): 0 when all variance lies along one structure, 1 when no direction is preferred.
+      None when N < 2, when kh*kw < 2, or when the centred kernels are all zero (no variance).
+    The squared singular values are the eigenvalues of X^T X (kh*kw x kh*kw), computed in float64.
+    """
+    wide = np.asarray(flat, dtype=np.float64)
+    wide = wide[np.isfinite(wide).all(axis=1)]
+    n, k = wide.shape
+    if n == 0:
+        return None, None
+    max_abs = np.abs(wide).max(axis=1)
+    top = max_abs.max()
+    sparsity = float((max_abs < SPARSE_FRACTION * top).mean()) if top > 0 else 1.0
+    if n < 2 or k < 2:
+        return sparsity, None
+    centred = wide - wide.mean(axis=0)
+    power = np.clip(np.linalg.eigvalsh(centred.T @ centred), 0.0, None)
+    total = power.sum()
+    if not total > 0:
+        return sparsity, None
+    p = power[power > 0] / total
+    return sparsity, float(-(p * np.log(p)).sum() / np.log(k))
+
+
 @dataclass(frozen=True)
 class LayerRow:
     """One row of layer_records, before it is inserted."""
@@ -109,6 +142,8 @@ class LayerRow:
     n_nonfinite: int
     n_near_zero: int
     meta: dict
+    sparsity: float | None = None           # layer_metrics (migration 0006)
+    variance_entropy: float | None = None
 
 
 def layer_positions(layers: list[DepthwiseLayer]) -> dict[str, int]:
@@ -148,6 +183,7 @@ def build_kernel_table(
         layer_rows.append(LayerRow(
             layer.name, layer.expert, index, depth, kh, kw, n,
             int(stats["nonfinite"].sum()), int(stats["near_zero"].sum()), layer.meta,
+            *layer_metrics(flat),
         ))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int32)
     arrays = {

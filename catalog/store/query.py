@@ -30,7 +30,8 @@ def list_layers(catalog: Catalog, model: str) -> pa.Table:
     table = run_query(catalog, """
         SELECT layer_index, layer, expert, kh, kw, n_kernels, kind, stage, block, in_channels,
                out_channels, depth_multiplier, stride, dilation, bias, bn_folded, reparam,
-               n_nonfinite, n_near_zero, round(depth, 3) AS depth
+               n_nonfinite, n_near_zero, round(depth, 3) AS depth,
+               round(sparsity, 4) AS sparsity, round(variance_entropy, 4) AS variance_entropy
         FROM layers WHERE model = ? ORDER BY layer_index, expert""", [model])
     if table.num_rows == 0:
         known = run_query(catalog, "SELECT model FROM models").column("model").to_pylist()

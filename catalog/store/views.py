@@ -67,7 +67,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
         CREATE OR REPLACE VIEW layers AS
         SELECT l.model, l.layer, l.expert, l.layer_index, l.depth, l.kh, l.kw, l.n_kernels,
-               l.n_nonfinite, l.n_near_zero,
+               l.n_nonfinite, l.n_near_zero, l.sparsity, l.variance_entropy,
                {meta_columns},
                l.meta
         FROM layer_records l
