@@ -106,7 +106,7 @@ def require_online(repo: str, display: str) -> None:
     if offline():
         raise CatalogError(
             f"{display}: {repo} is not in the Hugging Face cache {hf_cache_dir()} and HF_HUB_OFFLINE is set;"
-            " unset HF_HUB_OFFLINE to download it, or pass --checkpoint FILE")
+            " unset HF_HUB_OFFLINE to download it, or pass --checkpoint FILE or --random-init")
 
 
 def download(repo: str, filename: str, revision: str | None, display: str) -> Path:

@@ -23,19 +23,16 @@ float16 / bfloat16 become float32 exactly; float32 is kept bit-identical.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
+from kernel_catalog.adapters.torch_checkpoint import TORCH_SUFFIXES, WRAPPER_KEYS, load_torch, unwrap  # noqa: F401 (re-exported)
 from kernel_catalog.errors import CatalogError, error_summary
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-# Keys under which training scripts nest the weights, most specific first.
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "params")
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
@@ -126,46 +123,6 @@ def read_torch(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer]
             dtype = str(value.dtype).removeprefix("torch.")
             layers.append(_layer(name, _torch_to_float32(value), dtype))
     return layers, {"format": "pytorch", "wrapper": wrapper}
-
-
-def load_torch(path: Path) -> Any:
-    """torch.load with weights_only=True; every failure is a property of the file."""
-    import torch
-
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):      # legacy (non-zip) files cannot be memory-mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch raises many types for one cause: a bad file
-        text = str(exc)
-        if "Weights only load failed" in text:
-            raise CatalogError(
-                f"{path}: holds pickled Python objects besides tensors, which are not loaded"
-                " (weights_only=True); re-save it as torch.save(model.state_dict()) or as"
-                " .safetensors") from None
-        raise CatalogError(f"{path}: not a readable PyTorch file ({type(exc).__name__}:"
-                           f" {error_summary(exc).split('. ')[0]}); the file is corrupt or truncated: get it"
-                           " again") from None
-
-
-def unwrap(obj: Any, path: Path) -> tuple[Mapping, str | None]:
-    """Descend {"state_dict": ...}/{"model": ...} wrappers until a dict holding tensors."""
-    import torch
-
-    keys = []
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if key is None:
-            break
-        keys.append(key)
-        obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise CatalogError(f"{path}: holds a {type(obj).__name__}, not a state dict; save"
-                           " model.state_dict() instead")
-    return obj, "/".join(keys) or None
 
 
 def _torch_to_float32(tensor: Any) -> np.ndarray:

@@ -257,11 +257,12 @@ def test_hf_cache_misses(hf_cache: Path, adapter: TimmAdapter) -> None:
     with pytest.raises(CatalogError) as err:
         adapter.read("convnext_atto", IngestOptions())
     message = str(err.value)
-    assert message.startswith("no local weights for convnext_atto (timm/convnext_atto.d2_in1k")
+    assert message.startswith("convnext_atto: timm/convnext_atto.d2_in1k is not in the Hugging Face cache")
+    assert "HF_HUB_OFFLINE is set" in message
     assert str(hf_cache) in message and "--checkpoint FILE or --random-init" in message
     assert "\n" not in message
     # Only an 'untrained' config: no weights anywhere.
-    with pytest.raises(CatalogError, match="no Hugging Face weights for efficientnet_cc_b0_4e"):
+    with pytest.raises(CatalogError, match="has no published weights for efficientnet_cc_b0_4e"):
         adapter.read("efficientnet_cc_b0_4e", IngestOptions())
 
 

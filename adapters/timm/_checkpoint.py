@@ -1,22 +1,21 @@
 """Read tensors from a weights file lazily: only the ones asked for leave the disk.
 
 .safetensors files are opened with safetensors.safe_open (header only until a tensor is asked
-for); .pth/.bin/.pt files with torch.load(mmap=True, weights_only=True), so untouched tensors
-are never paged in. Training checkpoints wrapped as {"state_dict": ...} or {"model": ...} and
+for); .pth/.bin/.pt files through adapters.torch_checkpoint (torch.load(mmap=True, weights_only=True),
+shared with the state-dict adapter), so untouched tensors are never paged in. Training checkpoints wrapped as {"state_dict": ...} or {"model": ...} and
 DDP / torch.compile key prefixes are unwrapped the way timm does it.
 """
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kernel_catalog.adapters.torch_checkpoint import load_torch, unwrap
 from kernel_catalog.errors import CatalogError, error_summary
 
-_WRAPPER_KEYS = ("state_dict", "model")
 _PREFIXES = ("_orig_mod.", "module.")      # torch.compile, DDP
 
 
@@ -47,14 +46,7 @@ class WeightFile:
         self.shapes = {k: tuple(self._safe.get_slice(f).get_shape()) for k, f in self._keys.items()}
 
     def _open_torch(self) -> None:
-        obj = _torch_load(self.path)
-        if isinstance(obj, Mapping):
-            for key in _WRAPPER_KEYS:
-                if isinstance(obj.get(key), Mapping):
-                    self.wrapper_key, obj = key, obj[key]
-                    break
-        if not isinstance(obj, Mapping):
-            raise CatalogError(f"checkpoint {self.path} holds a {type(obj).__name__}, not a state_dict")
+        obj, self.wrapper_key = unwrap(load_torch(self.path), self.path)
         self._tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         self._keys = _clean_keys(self._tensors.keys())
         self.shapes = {k: tuple(self._tensors[f].shape) for k, f in self._keys.items()}
@@ -78,40 +70,6 @@ class WeightFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _unpickling_error(path, exc) from None
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise CatalogError(f"cannot read checkpoint {path}: {error_summary(exc)}") from None
-    # Legacy (non-zip) torch files cannot be memory-mapped: read them whole.
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _unpickling_error(path, exc) from None
-    except Exception as exc:  # torch raises KeyError, EOFError, ... on files that are not its own
-        raise _not_a_checkpoint(path, f"{type(exc).__name__}: {error_summary(exc)}") from None
-
-
-def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> CatalogError:
-    text = str(exc)
-    if "Unsupported global" in text:
-        # weights_only refuses arbitrary objects (e.g. argparse.Namespace in training checkpoints)
-        return CatalogError(
-            f"checkpoint {path} holds objects other than tensors (torch.load with "
-            "weights_only=True refuses them); save its state_dict alone and ingest that")
-    # torch's message is a page long; its one useful line follows "WeightsUnpickler error:".
-    _, _, reason = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in reason.splitlines() if line.strip()]
-    return _not_a_checkpoint(path, lines[0] if lines else "unpickling failed")
-
-
-def _not_a_checkpoint(path: Path, reason: str) -> CatalogError:
-    return CatalogError(f"cannot read checkpoint {path}: not a safetensors or torch file ({reason})")
 
 
 def _clean_keys(keys: Iterable[str]) -> dict[str, str]:

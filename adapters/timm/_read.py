@@ -60,7 +60,7 @@ def _locate_weights(name: TimmName, options: IngestOptions, meta: dict[str, Any]
         path = fetch_weights(plan)
         provenance = hub.provenance(plan, {plan.files[0].name: path})
         origin = plan.repo
-        meta.update(weights="hf-hub" if plan.kind == "hf" else "url", file=str(path), hub=provenance,
+        meta.update(weights=("hf-cache" if plan.cached else "hf-hub") if plan.kind == "hf" else "url", file=str(path), hub=provenance,
                     hf_revision=plan.revision)
     if cfg is not None:
         meta["pretrained_cfg"] = cfg_to_json(cfg)

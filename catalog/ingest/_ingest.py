@@ -14,9 +14,8 @@ import os
 import re
 import time
 import uuid
+from urllib.parse import quote
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,7 +31,8 @@ from kernel_catalog.store.faults import crash_point
 from kernel_catalog.store.kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
 from kernel_catalog.store import Catalog, WriteSession
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# One optional "/" for hub repos (ORG/REPO); the partition folder escapes it (DuckDB decodes %2F).
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)?$")
 _PATTERN_CHARS = set("*?[")
 
 
@@ -47,13 +47,21 @@ class IngestResult:
     n_nonfinite: int
     n_near_zero: int
     seconds: float
+    download_seconds: float = 0.0    # published weights: time to fetch them (0 when cached)
+    read_seconds: float = 0.0        # adapter read + commit
+
+
+@dataclass(frozen=True)
+class IngestFailure:
+    source: str
+    message: str
 
 
 def validate_model_name(name: str) -> str:
     if not _MODEL_NAME.match(name):
         raise CatalogError(
             f"model name '{name}' is not usable as a catalog key (letters, digits and . _ + - only, "
-            "not starting with a symbol); pass --name NAME"
+            "at most one / as in ORG/REPO, not starting with a symbol); pass --name NAME"
         )
     return name
 
@@ -73,27 +81,12 @@ def expand_sources(sources: list[str], options: IngestOptions) -> list[str]:
 
 
 def read_source(source: str, options: IngestOptions, adapter_name: str | None = None):
-    """Run the adapter for one source; returns (adapter, extraction)."""
+    """Run the adapter for one source (published weights downloaded as needed); (adapter, extraction)."""
     adapter = registry.get_adapter(adapter_name) if adapter_name else registry.find_adapter(source, options)
     extraction = adapter.read(source, options)
     if not extraction.layers:
         raise CatalogError(f"{source}: no depthwise convolution found")
     return adapter, extraction
-
-
-def ingest(
-    catalog: Catalog,
-    source: str,
-    options: IngestOptions = IngestOptions(),
-    adapter: str | None = None,
-    force: bool = False,
-    wait: float | None = None,
-) -> IngestResult:
-    """Ingest one source (file path or model name) into the catalog."""
-    started = time.perf_counter()
-    found, extraction = read_source(source, options, adapter)
-    return commit_extraction(catalog, extraction, found.name, found.version, options.name,
-                             force=force, wait=wait, started=started)
 
 
 def commit_extraction(
@@ -143,7 +136,7 @@ def commit_extraction(
 
 def _write_parquet(session: WriteSession, model: str, digest: str, table: pa.Table) -> str:
     """Write under a temporary name, fsync, rename: the final name never holds a partial file."""
-    folder = session.root / "kernels" / f"model={model}"
+    folder = session.root / "kernels" / f"model={quote(model, safe='._+-')}"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{digest[:16]}-{uuid.uuid4().hex[:8]}.parquet"
     with staged_file(final) as temporary:
@@ -196,54 +189,3 @@ def _log(con, result: IngestResult, extraction: Extraction, adapter_version: str
         [result.model, result.checkpoint_sha256, result.action, extraction.source, result.adapter,
          adapter_version, __version__],
     )
-
-
-
-
-@dataclass(frozen=True)
-class IngestFailure:
-    source: str
-    message: str
-
-
-def ingest_many(
-    catalog: Catalog,
-    sources: list[str],
-    options: IngestOptions = IngestOptions(),
-    adapter: str | None = None,
-    force: bool = False,
-    wait: float | None = None,
-    on_result: Callable[[IngestResult | IngestFailure], None] | None = None,
-    progress: bool = False,
-) -> list[IngestResult | IngestFailure]:
-    """Ingest several sources (patterns expanded); each model is its own atomic write.
-
-    One bad source does not stop the others: it becomes an IngestFailure with its message.
-    """
-    names = expand_sources(sources, options)
-    if options.name and len(names) > 1:
-        raise CatalogError(f"--name gives one model name, but {len(names)} sources were given")
-    outcomes: list[IngestResult | IngestFailure] = []
-    bar = None
-    if progress and len(names) > 1:
-        from tqdm import tqdm
-        bar = tqdm(total=len(names), unit="model", desc="ingest", leave=False, disable=None)
-    for name in names:
-        if bar is not None:
-            bar.set_postfix_str(Path(name).name)
-        try:
-            outcome: IngestResult | IngestFailure = ingest(catalog, name, options, adapter, force, wait)
-        except CatalogError as error:
-            outcome = IngestFailure(name, str(error))
-        outcomes.append(outcome)
-        if on_result is not None:
-            if bar is not None:
-                with bar.external_write_mode():   # result lines print above the bar, not through it
-                    on_result(outcome)
-            else:
-                on_result(outcome)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return outcomes
