@@ -13,6 +13,8 @@ import click
 from kernel_catalog.analysis.params import (
     CLUSTER_METHODS, DEVICES, PREPROCESS_METHODS, PRESETS, SPACES, ClusterParams, EmbedParams,
 )
+from kernel_catalog.analysis.drift import BY as DRIFT_BY, DEFAULT_BINS as DRIFT_BINS, DEFAULT_COMPONENTS as DRIFT_COMPONENTS
+from kernel_catalog.analysis.nearest import DEFAULT_K as NEAREST_K, DEFAULT_SIZE as NEAREST_SIZE
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.export.export import DEFAULT_BATCH_ROWS, FORMATS as EXPORT_FORMATS
 from kernel_catalog.report import DEFAULT_LIMIT, GROUPINGS, SCALES, SORT_KEYS
@@ -455,6 +457,54 @@ def gallery(ctx, run, output, force, seed):
     summary = write_gallery(open_catalog(ctx), run, output, force=force, seed=seed, echo=_echo)
     click.echo(f"wrote {summary['pages']} pages and {summary['images']} images to {summary['path']} "
                f"(open {Path(summary['path']) / 'index.html'})", err=True)
+
+
+@figure.command("layer-profile")
+@click.option("--model", "models", multiple=True, help="A model to draw (repeatable; default: every model).")
+@where_option("SQL condition over the layers view (e.g. \"kh = 7\").")
+@figure_output_option
+@click.pass_context
+def figure_layer_profile(ctx, models, where, output):
+    """Per-layer sparsity and variance entropy against depth, several models overlaid."""
+    from kernel_catalog.report.filterdb_figures import figure_layer_profile as draw
+
+    draw(open_catalog(ctx), output, models=models, where=where)
+    _wrote(output)
+
+
+@cli.command()
+@click.option("--a", "a", default=None, help="SQL condition over kernels: the first selection (one kernel size).")
+@click.option("--b", "b", default=None, help="SQL condition over kernels: the second selection (same size).")
+@click.option("--by", type=click.Choice(DRIFT_BY), default=None, help="Every pair of models (or layers) instead of --a/--b.")
+@where_option("With --by: SQL condition over kernels choosing what to compare (one kernel size).")
+@click.option("--components", type=int, default=DRIFT_COMPONENTS, show_default=True, help="Principal components compared.")
+@click.option("--bins", type=int, default=DRIFT_BINS, show_default=True, help="Histogram bins per component.")
+@click.option("--figure", "figure_path", default=None, help="With --by: a heatmap of every pair (.png/.pdf/.svg).")
+@output_options
+@click.pass_context
+def drift(ctx, a, b, by, where, components, bins, figure_path, fmt, output):
+    """Distribution drift (CNN Filter DB): symmetric KL of PCA-coefficient histograms, weighted by variance."""
+    show(open_catalog(ctx).drift(a=a, b=b, by=by, where=where, components=components, bins=bins,
+                                 figure=figure_path), fmt, output)
+    if figure_path:
+        _wrote(figure_path)
+
+
+@cli.command()
+@click.option("--kernel", type=int, default=None, help="Query: a catalog kernel id.")
+@click.option("--template", default=None, help="Query: a template by name (built-in family, or a filter of --templates FILE).")
+@click.option("--npy", type=click.Path(dir_okay=False), default=None, help="Query: a .npy file holding one (kh, kw) kernel.")
+@click.option("--k", "k", type=int, default=NEAREST_K, show_default=True, help="How many kernels.")
+@where_option("SQL condition over kernels narrowing the candidates.")
+@click.option("--signless", is_flag=True, help="Rank by |cosine| (a kernel and its negation are equally near).")
+@click.option("--templates", default="builtin", show_default=True, help="Where --template names come from: builtin, FILE or builtin+FILE.")
+@click.option("--size", default=None, help=f"Kernel size of a --template query (default {NEAREST_SIZE}).")
+@output_options
+@click.pass_context
+def nearest(ctx, kernel, template, npy, k, where, signless, templates, size, fmt, output):
+    """The k kernels most like a query (cosine after centring and unit L2, sign-aware), highest first."""
+    show(open_catalog(ctx).nearest(kernel=kernel, template=template, npy=npy, k=k, where=where,
+                                   signless=signless, templates=templates, size=size), fmt, output)
 
 
 def main() -> None:

@@ -104,6 +104,41 @@ class Catalog(_StoreCatalog):
 
         return delete_run(self, run)
 
+    # -- CNN Filter DB's measures and kernel search ---------------------------------------------
+    def drift(self, a: str | None = None, b: str | None = None, *, by: str | None = None,
+              where: str | None = None, components: int = 6, bins: int = 32,
+              figure: str | os.PathLike | None = None) -> pa.Table:
+        """Drift between selections `a` and `b` (SQL over kernels), or of every pair `by` model/layer
+        (with an optional heatmap `figure`); see `kernel_catalog.analysis.drift`."""
+        from kernel_catalog.analysis import drift as d
+        from kernel_catalog.errors import CatalogError
+
+        if by is None:
+            if not (a and b) or where or figure:
+                raise CatalogError("give --a SQL and --b SQL, or --by model [--where SQL] [--figure FILE]")
+            return d.drift_table(self, a, b, components, bins)
+        if a or b:
+            raise CatalogError("--by compares every pair of a --where selection; leave out --a/--b")
+        if figure is not None:
+            from kernel_catalog.report.figures import check_output
+
+            check_output(figure)
+        table = d.drift_by(self, by, where, components, bins)
+        if figure is not None:
+            from kernel_catalog.report.filterdb_figures import figure_drift_heatmap
+
+            figure_drift_heatmap(table.to_pylist(), figure, title=f"Drift between {by}s")
+        return table
+
+    def nearest(self, *, kernel: int | None = None, template: str | None = None,
+                npy: str | os.PathLike | None = None, k: int = 10, where: str | None = None,
+                signless: bool = False, templates: str = "builtin", size: str | None = None) -> pa.Table:
+        """The k kernels most like one query (exactly one of kernel / template / npy), highest cosine first."""
+        from kernel_catalog.analysis.nearest import nearest
+
+        return nearest(self, kernel=kernel, template=template, npy=None if npy is None else str(npy), k=k,
+                       where=where, signless=signless, templates=templates, size=size)
+
     # -- what people look at -------------------------------------------------------------------
     def report(self, run: str, by: str = "model", classified_only: bool = False) -> pa.Table:
         from kernel_catalog.report.report import report
