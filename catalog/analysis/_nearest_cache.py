@@ -30,12 +30,11 @@ CACHE_DIR = ("cache", "nearest")
 BATCH_ROWS = 1 << 18   # kernels preprocessed at a time while building (bounded memory)
 
 
-def size_files(catalog: Catalog, kh: int, kw: int) -> list[str]:
+def size_files(con: duckdb.DuckDBPyConnection, kh: int, kw: int) -> list[str]:
     """Committed kernel files of the models that hold kernels of this size (relative paths)."""
-    with catalog.reader() as con:
-        return [r[0] for r in con.execute(
-            "SELECT path FROM kernel_files WHERE model IN "
-            "(SELECT model FROM layer_records WHERE kh = ? AND kw = ?) ORDER BY path", [kh, kw]).fetchall()]
+    return [r[0] for r in con.execute(
+        "SELECT path FROM kernel_files WHERE model IN "
+        "(SELECT model FROM layer_records WHERE kh = ? AND kw = ?) ORDER BY path", [kh, kw]).fetchall()]
 
 
 def _stem(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> Path:
@@ -86,9 +85,9 @@ def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndar
     return ids_all, matrix
 
 
-def load(catalog: Catalog, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (N,), unit rows (N, kh*kw) memory-mapped): from the cache, built first if stale."""
-    paths = size_files(catalog, kh, kw)
+def cached(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids (N,), unit rows (N, kh*kw) memory-mapped) for these committed files (`size_files`),
+    or None when the cache is missing, stale or damaged."""
     if not paths:
         return np.empty(0, np.int64), np.empty((0, kh * kw), np.float32)
     stem = _stem(catalog, kh, kw, paths)
@@ -100,4 +99,4 @@ def load(catalog: Catalog, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray]:
                 return ids, matrix
         except (OSError, ValueError):
             pass   # a damaged cache file is rebuilt
-    return build(catalog, kh, kw, paths)
+    return None

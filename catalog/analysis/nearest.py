@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -92,7 +93,7 @@ def template_rows(spec: str, kh: int, kw: int) -> dict[str, np.ndarray]:
     return rows
 
 
-def query_kernel(catalog: Catalog, kernel: int | None = None, template: str | None = None,
+def query_kernel(con: duckdb.DuckDBPyConnection, kernel: int | None = None, template: str | None = None,
                  npy: str | None = None, templates: str = "builtin", size: str | None = None
                  ) -> tuple[np.ndarray, int, int, int | None]:
     """(raw query weights (kh*kw,), kh, kw, the query's kernel id or None) from exactly one source."""
@@ -102,9 +103,10 @@ def query_kernel(catalog: Catalog, kernel: int | None = None, template: str | No
         raise CatalogError("give exactly one query: --kernel ID, --template NAME or --npy FILE"
                            + (f" (got {', '.join(given)})" if given else ""))
     if kernel is not None:
-        rows = catalog.sql("SELECT kh, kw, weights FROM kernels WHERE kernel_id = ?", [int(kernel)]).to_pylist()
+        rows = con.sql("SELECT kh, kw, weights FROM kernels WHERE kernel_id = ?", params=[int(kernel)]).fetchall()
         if not rows:
-            raise CatalogError(f"--kernel {kernel}: no such kernel id in catalog {catalog.root}")
+            raise CatalogError(f"--kernel {kernel}: no such kernel id in this catalog")
+        rows = [dict(zip(("kh", "kw", "weights"), rows[0]))]
         return np.asarray(rows[0]["weights"], np.float64), rows[0]["kh"], rows[0]["kw"], int(kernel)
     if template is not None:
         kh, kw = parse_size(size or DEFAULT_SIZE)
@@ -130,23 +132,25 @@ def query_kernel(catalog: Catalog, kernel: int | None = None, template: str | No
 
 # ---------------------------------------------------------------- the search
 
-def _selected_ids(catalog: Catalog, where: str, kh: int, kw: int) -> np.ndarray:
+def _selected_ids(con: duckdb.DuckDBPyConnection, where: str, kh: int, kw: int) -> np.ndarray:
     try:
-        table = catalog.sql(f"SELECT kernel_id FROM kernels WHERE kh = {kh} AND kw = {kw} AND ({where})")
-    except CatalogError as error:
-        raise CatalogError(f"--where {where!r}: {str(error).removeprefix('SQL error: ')}") from None
+        table = con.sql(f"SELECT kernel_id FROM kernels WHERE kh = {kh} AND kw = {kw} AND ({where})").to_arrow_table()
+    except duckdb.Error as error:
+        raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
     return table.column("kernel_id").to_numpy()
 
 
-def _rows(catalog: Catalog, ids: np.ndarray, scores: np.ndarray) -> pa.Table:
-    found = catalog.sql(
+SCHEMA = pa.schema([("kernel_id", pa.int64()), ("model", pa.string()), ("layer", pa.string()),
+                    ("channel", pa.int32()), ("kh", pa.int32()), ("kw", pa.int32()), ("cosine", pa.float64())])
+
+
+def _rows(con: duckdb.DuckDBPyConnection, ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    found = con.sql(
         "SELECT kernel_id, model, layer, channel, kh::INTEGER AS kh, kw::INTEGER AS kw FROM kernels "
-        "WHERE kernel_id IN (SELECT unnest(?::BIGINT[]))", [ids.tolist()]).to_pylist()
+        "WHERE kernel_id IN (SELECT unnest(?::BIGINT[]))", params=[ids.tolist()]).to_arrow_table().to_pylist()
     by_id = {r["kernel_id"]: r for r in found}
     rows = [{**by_id[int(i)], "cosine": float(s)} for i, s in zip(ids, scores) if int(i) in by_id]
-    schema = pa.schema([("kernel_id", pa.int64()), ("model", pa.string()), ("layer", pa.string()),
-                        ("channel", pa.int32()), ("kh", pa.int32()), ("kw", pa.int32()), ("cosine", pa.float64())])
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
 def nearest(catalog: Catalog, *, kernel: int | None = None, template: str | None = None,
@@ -158,19 +162,30 @@ def nearest(catalog: Catalog, *, kernel: int | None = None, template: str | None
     first with cosine 1 (when `where` admits it)."""
     if k < 1:
         raise CatalogError(f"--k {k}: give a positive number of kernels")
-    weights, kh, kw, own = query_kernel(catalog, kernel, template, npy, templates, size)
-    query = unit_query(weights, f"--kernel {kernel}" if own is not None else "the query kernel")
-    mask_ids = _selected_ids(catalog, where, kh, kw) if where and where.strip() else None
-    ids, matrix = cache.load(catalog, kh, kw)
+    with catalog.reader() as con:
+        weights, kh, kw, own = query_kernel(con, kernel, template, npy, templates, size)
+        query = unit_query(weights, f"--kernel {kernel}" if own is not None else "the query kernel")
+        mask_ids = _selected_ids(con, where, kh, kw) if where and where.strip() else None
+        paths = cache.size_files(con, kh, kw)
+        loaded = cache.cached(catalog, kh, kw, paths)
+        if loaded is not None:                        # the usual case: one short read in all
+            return _search(con, *loaded, query, own, k, signless, mask_ids)
+    loaded = cache.build(catalog, kh, kw, paths)     # no catalog connection held while it builds
+    with catalog.reader() as con:
+        return _search(con, *loaded, query, own, k, signless, mask_ids)
+
+
+def _search(con, ids: np.ndarray, matrix: np.ndarray, query: np.ndarray, own: int | None, k: int,
+            signless: bool, mask_ids: np.ndarray | None) -> pa.Table:
     candidates = np.isin(ids, mask_ids) if mask_ids is not None else None
     index, scores = top_k(matrix, query, k + (own is not None), signless, candidates)
-    found, scores = ids[index], scores
+    found = ids[index]
     if own is not None:   # itself: cosine 1 by definition, first (float rounding may say 0.9999999)
         keep = found != own
-        admitted = own in ids and (candidates is None or bool(candidates[np.flatnonzero(ids == own)[0]]))
+        at = np.flatnonzero(ids == own)
+        admitted = len(at) > 0 and (candidates is None or bool(candidates[at[0]]))
         found, scores = found[keep], scores[keep]
         if admitted:
             found, scores = np.concatenate([[own], found]), np.concatenate([[1.0], scores])
         found, scores = found[:k], scores[:k]
-    return _rows(catalog, found, scores)
-
+    return _rows(con, found, scores) if len(found) else SCHEMA.empty_table()
