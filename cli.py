@@ -5,6 +5,7 @@ imports neither torch nor matplotlib); options several commands share are define
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -100,12 +101,17 @@ def cli(ctx: click.Context, catalog_dir: str) -> None:
 @click.option("--exclude", multiple=True, help="Drop layers/tensors matching this fnmatch pattern (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")
 @click.option("--force", is_flag=True, help="Replace a model already in the catalog.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Published weights downloaded in parallel (while earlier models are read).")
+@click.option("--evict", is_flag=True, help="Delete downloaded weights from the cache once their kernels are committed.")
 @wait_option(None, "Wait up to SECONDS for another writer to finish.")
 @click.pass_context
-def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, include, exclude, seed, force, wait):
-    """Ingest depthwise kernels from timm names, patterns ('convnext*'), checkpoints or ONNX files."""
+def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, include, exclude, seed, force, jobs, evict,
+           wait):
+    """Ingest depthwise kernels from timm names (published weights), patterns ('convnext*'), hf:ORG/REPO,
+    checkpoints, ONNX or TFLite files."""
     from kernel_catalog.adapters.base import IngestOptions
-    from kernel_catalog.ingest import IngestFailure, ingest_many
+    from kernel_catalog.ingest import IngestFailure, ingest_many, summary
 
     if checkpoint and not Path(checkpoint).is_file():
         raise CatalogError(f"--checkpoint {checkpoint}: no such file")
@@ -119,14 +125,18 @@ def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, includ
             return
         sizes = f", {outcome.n_nonfinite} with NaN/Inf (flagged)" if outcome.n_nonfinite else ""
         click.echo(f"{outcome.action} {outcome.model}: {outcome.n_layers} layers, {outcome.n_kernels} kernels"
-                   f"{sizes} [{outcome.adapter}, sha256 {outcome.checkpoint_sha256[:12]}, {outcome.seconds:.2f}s]")
+                   f"{sizes} [{outcome.adapter}, sha256 {outcome.checkpoint_sha256[:12]}, {outcome.seconds:.2f}s"
+                   + (f", download {outcome.download_seconds:.2f}s" if outcome.download_seconds else "") + "]")
 
     outcomes = ingest_many(open_catalog(ctx), list(sources), options, adapter, force, wait,
-                           on_result=report, progress=True)
-    failures = [o for o in outcomes if isinstance(o, IngestFailure)]
-    if failures:
-        if len(outcomes) > 1:
-            click.echo(f"{len(outcomes) - len(failures)} ingested, {len(failures)} failed", err=True)
+                           on_result=report, progress=True, jobs=jobs, evict=evict)
+    counts = summary(outcomes)
+    if len(outcomes) > 1:
+        click.echo("summary: " + ", ".join(f"{counts[k]} {k}" for k in ("added", "replaced", "unchanged", "failed")),
+                   err=True)
+        for source, message in counts["failures"]:
+            click.echo(f"  failed {source}: {message}", err=True)
+    if counts["failed"]:
         sys.exit(1)
 
 
@@ -509,6 +519,10 @@ def nearest(ctx, kernel, template, npy, k, where, signless, templates, size, fmt
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1."""
+    # OpenMP threads (torch, scikit-learn) that spin while waiting made training 5-15x slower
+    # as soon as another process used a core (bench/RESULTS.md); waiting passively costs little
+    # on an idle machine. Set for this process only, before torch loads; a user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         cli.main(standalone_mode=False, prog_name="catalog")
     except CatalogError as error:

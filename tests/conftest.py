@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# As the `catalog` command does (cli.main): OpenMP threads wait passively, so analysis tests on
+# every core do not crawl while other processes (the CLI subprocesses of other tests) run.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions
 from kernel_catalog.store import Catalog
 
