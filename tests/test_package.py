@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory) -> Path:
     """The wheel `pip wheel --no-deps .` builds from this checkout."""
     out = tmp_path_factory.mktemp("wheel")
+    # --no-build-isolation: the build backend (setuptools>=77) comes with the test extra, no index needed
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(out), str(REPO)], check=True, capture_output=True, text=True,
                    cwd=tmp_path_factory.mktemp("build-cwd"))
