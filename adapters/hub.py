@@ -11,6 +11,7 @@ one-line CatalogError after at most HUB_TIMEOUT seconds per request (KERNEL_CATA
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -117,6 +118,8 @@ def download(repo: str, filename: str, revision: str | None, display: str) -> Pa
     require_online(repo, display)
     if not sys.stderr.isatty():
         disable_progress_bars()
+    # its retry warnings ("Trying to resume download...") would break the one-line error
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hf_cache_dir(),
                                     endpoint=endpoint(), etag_timeout=timeout()))
@@ -186,9 +189,9 @@ def cache_state(roots: list[Path]) -> frozenset[str]:
 
 
 def hf_roots(repo: str) -> list[Path]:
-    """Where huggingface_hub writes for a repo: its cache folder and its lock folder."""
+    """Where huggingface_hub writes for a repo: the cache's tag file, the repo's folder, its locks."""
     folder = repo_folder(repo)
-    return [folder, folder.parent / ".locks" / folder.name]
+    return [folder.parent / "CACHEDIR.TAG", folder, folder.parent / ".locks" / folder.name]
 
 
 def evict(roots: list[Path], before: frozenset[str]) -> None:

@@ -46,13 +46,17 @@ class Catalog(_StoreCatalog):
                     checkpoint: str | os.PathLike | None = None, name: str | None = None,
                     random_init: bool = False, reparam: bool = False, include: Iterable[str] = (),
                     exclude: Iterable[str] = (), seed: int = 0, force: bool = False,
-                    wait: float | None = None, on_result: Callable | None = None, progress: bool = False) -> list:
-        """Several sources and fnmatch patterns ('convnext*'); one failure does not stop the others."""
+                    wait: float | None = None, on_result: Callable | None = None, progress: bool = False,
+                    jobs: int = 2, evict: bool = False) -> list:
+        """Several sources and fnmatch patterns ('convnext*'); one failure does not stop the others.
+
+        Published weights download on `jobs` threads while earlier models are read; `evict` deletes
+        each model's downloaded files from the cache once its kernels are committed."""
         from kernel_catalog.ingest import ingest_many
 
         options = _options(checkpoint, name, random_init, reparam, include, exclude, seed)
         return ingest_many(self, list(sources), options, adapter, force, wait, on_result=on_result,
-                           progress=progress)
+                           progress=progress, jobs=jobs, evict=evict)
 
     # -- looking -----------------------------------------------------------------------------
     def models(self) -> pa.Table:

@@ -1,0 +1,217 @@
+"""A small local server speaking the Hugging Face hub's download protocol, for tests and the bench.
+
+huggingface_hub's real client talks to it through HF_ENDPOINT. Routes (what the client uses):
+  HEAD/GET /{org}/{repo}/resolve/{revision}/{path}   ETag, X-Repo-Commit, Content-Length; Range
+  GET /api/models/{org}/{repo}[/revision/{revision}]  JSON: id, sha, siblings (size, lfs sha256), license
+  GET /api/models/{org}/{repo}/tree/{revision}        JSON list of files
+  GET /files/{name}                                   plain URL downloads (timm's cfg.url configs)
+Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) as the hub does.
+
+For tests of failure: `cut(path, after)` makes the next GET of a file stop after `after` bytes and
+close the connection (then, unless then_fail=False, answers 500 until `heal()`); `stop()` / `start()` take the server down
+and back up on the same port. `requests` logs (method, path, Range header). `bytes_per_second`
+throttles bodies (the bench's slow network).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    revisions: dict[str, str] = field(default_factory=dict)    # name -> sha ("main" always)
+    license: str | None = "apache-2.0"
+    gated_token: str | None = None                              # HF_TOKEN that may read it
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest())
+                                                for k, v in self.files.items())).encode()).hexdigest()
+        self.revisions.setdefault("main", digest)
+
+    @property
+    def sha(self) -> str:
+        return self.revisions["main"]
+
+
+class HubServer:
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.urls: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.bytes_per_second: float | None = None
+        self._cuts: dict[str, int] = {}
+        self._broken: set[str] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self.port = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, repo_id: str, files: dict[str, bytes], **kwargs) -> Repo:
+        self.repos[repo_id] = Repo(dict(files), **kwargs)
+        return self.repos[repo_id]
+
+    def cut(self, path: str, after: int, then_fail: bool = True) -> None:
+        """The next GET of `path` stops after `after` bytes; then 500s until heal() if then_fail."""
+        self._cuts[path] = (after, then_fail)
+
+    def heal(self) -> None:
+        self._cuts.clear()
+        self._broken.clear()
+
+    def downloads(self) -> list[tuple[str, str | None]]:
+        """(path, Range) of every GET of a file body so far."""
+        return [(p, r) for m, p, r in self.requests if m == "GET" and ("/resolve/" in p or p.startswith("/files/"))]
+
+    def start(self) -> HubServer:
+        handler = type("Handler", (_Handler,), {"hub": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:   # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._route(body=False)
+
+    def do_GET(self) -> None:
+        self._route(body=True)
+
+    def _route(self, body: bool) -> None:
+        path = unquote(urlparse(self.path).path)
+        with self.hub.lock:
+            self.hub.requests.append((self.command, path, self.headers.get("Range")))
+        parts = path.strip("/").split("/")
+        if parts[0] == "files" and len(parts) == 2:
+            return self._file(path, self.hub.urls.get(parts[1]), body, None)
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            return self._api(parts[2] + "/" + parts[3], parts[4:])
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo = self._repo(parts[0] + "/" + parts[1])
+            if repo is None:
+                return
+            sha = self._revision(repo, parts[3])
+            if sha is None:
+                return
+            return self._file(path, repo.files.get("/".join(parts[4:])), body, sha)
+        self._error(404, "RepoNotFound")
+
+    def _repo(self, repo_id: str) -> Repo | None:
+        repo = self.hub.repos.get(repo_id)
+        if repo is None:
+            self._error(404, "RepoNotFound")
+            return None
+        if repo.gated_token and self.headers.get("Authorization") != f"Bearer {repo.gated_token}":
+            self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted.")
+            return None
+        return repo
+
+    def _revision(self, repo: Repo, name: str) -> str | None:
+        sha = repo.revisions.get(name) or (name if name in repo.revisions.values() else None)
+        if sha is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {name}")
+        return sha
+
+    def _api(self, repo_id: str, rest: list[str]) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        revision = rest[1] if len(rest) >= 2 and rest[0] in ("revision", "tree") else "main"
+        sha = self._revision(repo, revision)
+        if sha is None:
+            return
+        if rest and rest[0] == "tree":
+            data = [{"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                    for n, b in sorted(repo.files.items())]
+        else:
+            siblings = [{"rfilename": n, "size": len(b),
+                         "lfs": {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}}
+                        for n, b in sorted(repo.files.items())]
+            data = {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False,
+                    "tags": [f"license:{repo.license}"] if repo.license else [],
+                    "cardData": {"license": repo.license} if repo.license else {}}
+        payload = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _file(self, path: str, data: bytes | None, body: bool, sha: str | None) -> None:
+        if data is None:
+            return self._error(404, "EntryNotFound", "Entry not found")
+        if body and path in self.hub._broken:
+            return self._error(500, None, "Internal Error")
+        start = 0
+        ranged = self.headers.get("Range")
+        if ranged and body:
+            start = int(ranged.removeprefix("bytes=").split("-")[0])
+        self.send_response(206 if start else 200)
+        etag = hashlib.sha256(data).hexdigest()
+        self.send_header("ETag", f'"{etag}"')
+        if sha:
+            self.send_header("X-Repo-Commit", sha)
+        self.send_header("Accept-Ranges", "bytes")
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if not body:
+            return
+        cut, then_fail = self.hub._cuts.pop(path, (None, False))
+        end = min(len(data), start + cut) if cut is not None else len(data)
+        self._send(data[start:end])
+        if cut is not None:
+            if then_fail:
+                self.hub._broken.add(path)
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(2)
+
+    def _send(self, data: bytes) -> None:
+        rate = self.hub.bytes_per_second
+        if not rate:
+            self.wfile.write(data)
+            return
+        step = 64 * 1024
+        started = time.perf_counter()
+        for offset in range(0, len(data), step):
+            self.wfile.write(data[offset:offset + step])
+            ahead = (offset + step) / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _error(self, status: int, code: str | None, message: str = "not found") -> None:
+        payload = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
