@@ -18,7 +18,7 @@ import pytest
 
 import kernel_catalog
 from kernel_catalog.adapters.base import IngestOptions
-from kernel_catalog.export import export as export_module
+from kernel_catalog.export import _formats as formats_module
 from kernel_catalog.store import _migrate as migrate
 from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
@@ -247,7 +247,7 @@ def test_failure_midway_leaves_nothing_and_keeps_the_old_file(analysed, out, mon
     export(analysed, target, where="true", progress=False)
     before = (target.read_bytes(), manifest_path_for(target).read_bytes())
     calls = []
-    original = export_module._Tracker.update
+    original = formats_module.Tracker.update
 
     def failing(self, batch):
         original(self, batch)
@@ -256,7 +256,7 @@ def test_failure_midway_leaves_nothing_and_keeps_the_old_file(analysed, out, mon
             assert any(p.name.startswith(f".x.{fmt}.tmp-") for p in out.iterdir())   # mid-write
             raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(export_module._Tracker, "update", failing)
+    monkeypatch.setattr(formats_module.Tracker, "update", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         export(analysed, target, where="true", batch_rows=16, force=True, progress=False)
     assert len(calls) == 3
@@ -267,8 +267,8 @@ def test_failure_midway_leaves_nothing_and_keeps_the_old_file(analysed, out, mon
 def test_sql_failing_on_a_later_size_leaves_nothing(analysed, out, monkeypatch):
     """NPZ streams one size after another: weights_3x3 is written, then the 5x5 pass fails."""
     written = []
-    original = export_module._Tracker.update
-    monkeypatch.setattr(export_module._Tracker, "update",
+    original = formats_module.Tracker.update
+    monkeypatch.setattr(formats_module.Tracker, "update",
                         lambda self, batch: (written.append(batch.num_rows), original(self, batch)))
     query = "SELECT *, CAST(CASE WHEN kh = 5 THEN 'x' ELSE '1' END AS INTEGER) AS bad FROM kernels"
     with pytest.raises(CatalogError, match="SQL error: Conversion Error.*nothing written"):
