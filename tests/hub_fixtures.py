@@ -51,11 +51,17 @@ def timm_releases() -> dict[str, Served]:
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timm_releases) -> HubServer:
-    """A running local hub serving the timm releases; this process and child processes use it."""
-    server = HubServer()
+def hub(empty_hub: HubServer, timm_releases) -> HubServer:
+    """The local hub serving the timm releases (model.safetensors + config.json each)."""
     for served in timm_releases.values():
-        server.add(served.repo, {"model.safetensors": served.data, "config.json": b"{}"})
+        empty_hub.add(served.repo, {"model.safetensors": served.data, "config.json": b"{}"})
+    return empty_hub
+
+
+@pytest.fixture
+def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """A running local hub with no repo yet; this process and child processes use it."""
+    server = HubServer()
     server.start()
     for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)

@@ -25,17 +25,19 @@ from kernel_catalog.adapters.base import IngestOptions
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
 
-from .conftest import CLS_ONNX
+from .conftest import CLS_ONNX, FIXTURES
+from .hub_fixtures import empty_hub, shard  # noqa: F401 (fixture)
+from .test_adapter_tflite import litert_depthwise
 from .timm_fixtures import save_random_model
 
 
 @dataclass
 class Case:
     adapter: str
-    make: Callable[[Path], tuple[str, IngestOptions, dict[str, np.ndarray]]]   # -> source, options, reference
+    make: Callable[..., tuple[str, IngestOptions, dict[str, np.ndarray]]]   # (tmp, request) -> source, options, reference
 
 
-def _onnx(tmp: Path):
+def _onnx(tmp: Path, request):
     """Reference: every Conv whose initializer/Constant weight is (C,1,kh,kw), group == C_in > 1."""
     graph = onnx.load(str(CLS_ONNX)).graph
     tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -51,7 +53,7 @@ def _onnx(tmp: Path):
     return str(CLS_ONNX), IngestOptions(), reference
 
 
-def _statedict(tmp: Path):
+def _statedict(tmp: Path, request):
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 16, 7, groups=16),
         torch.nn.Conv2d(16, 32, 5, groups=16), torch.nn.Conv2d(32, 8, 1))
@@ -63,7 +65,7 @@ def _statedict(tmp: Path):
     return str(path), IngestOptions(), reference
 
 
-def _kernelbank(tmp: Path):
+def _kernelbank(tmp: Path, request):
     rng = np.random.default_rng(3)
     arrays = {"weights_7x7": rng.normal(size=(40, 7, 7)).astype(np.float32),
               "weights_1x5": rng.normal(size=(12, 1, 1, 5)).astype(np.float32)}
@@ -72,7 +74,7 @@ def _kernelbank(tmp: Path):
     return str(path), IngestOptions(), {k: v.reshape(v.shape[0], v.shape[-2], v.shape[-1]) for k, v in arrays.items()}
 
 
-def _timm(tmp: Path):
+def _timm(tmp: Path, request):
     path = tmp / "mixnet_s.safetensors"
     model = save_random_model("mixnet_s", path)
     reference = {name: module.weight.detach().numpy()[:, 0] for name, module in model.named_modules()
@@ -81,7 +83,32 @@ def _timm(tmp: Path):
     return "mixnet_s", IngestOptions(checkpoint=path), reference
 
 
-CASES = [Case("onnx", _onnx), Case("statedict", _statedict), Case("kernelbank", _kernelbank), Case("timm", _timm)]
+def _tflite(tmp: Path, request):
+    """Reference: LiteRT's own interpreter reads each DEPTHWISE_CONV_2D filter (float16 in the file)."""
+    path = FIXTURES / "selfie_segmentation.tflite"
+    return str(path), IngestOptions(), litert_depthwise(path)
+
+
+def _hf(tmp: Path, request):
+    """A sharded safetensors repo on the local hub; reference: safetensors' own reader, per shard."""
+    from safetensors.numpy import load
+
+    hub = request.getfixturevalue("empty_hub")
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 16, 7, groups=16), torch.nn.Conv2d(16, 32, 1),
+        torch.nn.Conv2d(32, 32, 5, groups=32), torch.nn.Conv2d(32, 8, 1))
+    files = shard({k: v.contiguous() for k, v in model.state_dict().items()}, n=2)
+    hub.add("acme/tiny-dw", files)
+    reference = {}
+    for name, data in files.items():
+        if name.endswith(".safetensors"):
+            reference.update({k.removesuffix(".weight"): v[:, 0] for k, v in load(data).items()
+                              if v.ndim == 4 and v.shape[1] == 1 and v.shape[2] * v.shape[3] > 1})
+    return "hf:acme/tiny-dw", IngestOptions(), reference
+
+
+CASES = [Case("onnx", _onnx), Case("statedict", _statedict), Case("kernelbank", _kernelbank), Case("timm", _timm),
+         Case("tflite", _tflite), Case("hf", _hf)]
 
 
 def test_every_builtin_adapter_has_a_conformance_case():
@@ -90,8 +117,8 @@ def test_every_builtin_adapter_has_a_conformance_case():
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.adapter)
-def test_adapter_conformance(case: Case, tmp_path):
-    source, options, reference = case.make(tmp_path)
+def test_adapter_conformance(case: Case, tmp_path, request):
+    source, options, reference = case.make(tmp_path, request)
     adapter = registry.find_adapter(source, options)
     assert adapter.name == case.adapter                       # chosen through the registry
     extraction = adapter.read(source, options)

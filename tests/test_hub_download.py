@@ -14,7 +14,7 @@ import numpy as np
 from kernel_catalog.store import Catalog
 
 from .conftest import assert_one_line_error, run_cli, snapshot
-from .hub_fixtures import CUT_MODEL, ZOO_PATTERN, cache_listing, hub, timm_releases  # noqa: F401 (fixtures)
+from .hub_fixtures import CUT_MODEL, ZOO_PATTERN, cache_listing, empty_hub, hub, timm_releases  # noqa: F401 (fixtures)
 
 CHUNK = 10 * 1024 * 1024      # huggingface_hub writes the body to disk in chunks of this size
 

@@ -1,8 +1,9 @@
 """The README's first command: real trained kernels into the default catalog, then a summary.
 
 Real trained depthwise kernels come from the PaddleOCR ONNX models shipped inside two PyPI
-wheels (no model hub needed); a random-init timm ConvNeXt sits beside them as the untrained
-reference. Everything goes through the same public API a notebook would use.
+wheels and one MediaPipe LiteRT model from the mediapipe wheel (no model hub needed); a random-init
+timm ConvNeXt sits beside them as the untrained reference. Everything goes through the same public
+API a notebook would use.
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ from kernel_catalog.store.query import run_query
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import run_record
 from kernel_catalog.demo.rapidocr import RAPIDOCR_MODELS, fetch_rapidocr_models
+from kernel_catalog.demo.mediapipe import fetch_mediapipe_models
 from kernel_catalog.store import Catalog
 
 TIMM_REFERENCE = "convnext_tiny"
+# One LiteRT model (mediapipe wheel, Apache-2.0): float16 filters behind DEQUANTIZE, all 3x3, so it
+# sits in the catalog beside the ONNX models without entering the analysis (kh >= 5) below.
+LITERT_MODEL = "face_landmark"
 
 SUMMARY_SQL = """
 SELECT model, trained, kh || 'x' || kw AS size, count(*) AS kernels,
@@ -64,6 +69,8 @@ def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = pr
         else:
             echo(f"{outcome.action:9s} {outcome.model}: {outcome.n_kernels} kernels in {outcome.n_layers} layers")
 
+    echo(f"fetching a trained LiteRT model ({LITERT_MODEL}, pip download --no-deps mediapipe) into {cache_dir}")
+    sources += [str(p) for p in fetch_mediapipe_models(cache_dir, [LITERT_MODEL]).values()]
     ingest_many(catalog, sources, on_result=print_outcome, progress=True)
     ingest_many(catalog, [TIMM_REFERENCE], IngestOptions(random_init=True), on_result=print_outcome)
     if run_record(catalog, ANALYSIS_RUN) is None:
