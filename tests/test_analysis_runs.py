@@ -14,7 +14,7 @@ from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
-from kernel_catalog.analysis.planted import DEFAULT_FAMILIES, planted_bank
+from kernel_catalog.analysis.planted import planted_bank, planted_classes
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import delete_run
 from kernel_catalog.store import Catalog
@@ -22,10 +22,16 @@ from kernel_catalog.store import Catalog
 from .conftest import SHARED_DATA, assert_one_line_error, run_cli, snapshot
 
 FAST = EmbedParams(batch_size=256, epochs=120)     # ~600 optimiser steps on 1,200 kernels
+K = len(planted_classes(7, 7))                      # 14 planted classes: every family, random orientations
+N_PER_CLASS = 86
+N = K * N_PER_CLASS + 3
 
 
 def _bank_file(folder, name, seed):
-    kernels, labels = planted_bank(150, 7, 7, snr=2.0, seed=seed)
+    bank = planted_bank(N_PER_CLASS, 7, 7, snr=2.0, seed=seed, classes=planted_classes(7, 7, 0))
+    # truth per kernel: "class label/family|polarity" (the class for ARI, family and polarity for names)
+    kernels = bank.kernels
+    labels = np.array([f"{c}/{f}|{p}" for c, f, p in zip(bank.labels, bank.family, bank.polarity)])
     bad = np.zeros((3, 49), np.float32)
     bad[0, 5] = np.nan                                      # kept in the catalog, excluded from training
     path = folder / f"{name}.npz"
@@ -40,7 +46,7 @@ def planted(tmp_path_factory):
     path, truth = _bank_file(folder, "bank", seed=0)
     ingest(catalog, str(path))
     embed(catalog, "ae", "model = 'bank'", params=FAST, progress=False)
-    cluster_run(catalog, "ae-k8", "ae", ClusterParams(k=len(DEFAULT_FAMILIES)))
+    cluster_run(catalog, "ae-k8", "ae", ClusterParams(k=K))
     return catalog, truth, folder
 
 
@@ -52,7 +58,7 @@ def _labels(catalog, run):
 def test_embeddings_stored_for_every_kernel(planted):
     catalog, truth, _ = planted
     rows = catalog.sql("SELECT e.*, k.nonfinite FROM embeddings e JOIN kernels k USING (kernel_id) WHERE run = 'ae'").to_pylist()
-    assert len(rows) == len(truth) == 1203
+    assert len(rows) == len(truth) == N
     assert sum(not r["usable"] for r in rows) == 3      # the NaN row and two all-zero rows, kept and flagged
     usable = [r for r in rows if r["usable"]]
     assert all(len(r["z"]) == 2 and -1 <= r["recon_cos"] <= 1 for r in usable)
@@ -68,19 +74,25 @@ def test_clusters_recover_and_name_the_planted_families(planted):
     catalog, truth, _ = planted
     rows = _labels(catalog, "ae-k8")
     usable = [r for r in rows if r["cluster"] is not None]
-    planted_truth = truth[[r["channel"] for r in usable]]
-    assert adjusted_rand_score(planted_truth, [r["cluster"] for r in usable]) >= 0.9
-    named_right = np.mean([r["label"] == t for r, t in zip(usable, planted_truth)])
-    assert named_right >= 0.9
+    classes = truth[[r["channel"] for r in usable]]
+    assert adjusted_rand_score(classes, [r["cluster"] for r in usable]) >= 0.9
+    planted_truth = [t.split("/")[1] for t in classes]
     clusters = catalog.sql("SELECT * FROM clusters WHERE run = 'ae-k8'").to_pylist()
-    assert len(clusters) == 8 and {c["label"] for c in clusters} == set(DEFAULT_FAMILIES)
-    assert all(len(c["mean_kernel"]) == 49 and c["score"] > 0.6 for c in clusters)
-    assert all(0 < c["margin"] <= c["score"] + 1 for c in clusters)      # every planted family wins clearly
+    by_cluster = {c["cluster"]: f"{c['family']}|{c['polarity']}" for c in clusters}
+    named_right = np.mean([by_cluster[r["cluster"]] == t for r, t in zip(usable, planted_truth)])
+    assert named_right >= 0.9
+    own_right = np.mean([f"{r['kernel_family']}|{r['kernel_polarity']}" == t for r, t in zip(usable, planted_truth)])
+    assert own_right >= 0.9
+    assert len(clusters) == K and {c["family"] for c in clusters} == {t.split("/")[1].split("|")[0] for t in truth if t != "bad"}
+    assert all(len(c["mean_kernel"]) == 49 and c["score"] > 0.6 and c["margin"] is not None for c in clusters)
+    assert all((c["orientation"] is None) == (c["family"] in ("dog", "impulse", "square", "cross")) for c in clusters)
+    metrics = json.loads(catalog.sql("SELECT metrics FROM runs WHERE run = 'ae-k8'").to_pylist()[0]["metrics"])["7x7"]
+    assert 0.8 <= metrics["seed_ari"] <= 1 and metrics["seed_ari_n"] == N - 3
 
 
 def test_same_seed_same_labels(planted):
     catalog, _, _ = planted
-    cluster_run(catalog, "ae-k8-again", "ae", ClusterParams(k=8))
+    cluster_run(catalog, "ae-k8-again", "ae", ClusterParams(k=K))
     assert [r["cluster"] for r in _labels(catalog, "ae-k8")] == [r["cluster"] for r in _labels(catalog, "ae-k8-again")]
     delete_run(catalog, "ae-k8-again")
 
@@ -88,18 +100,20 @@ def test_same_seed_same_labels(planted):
 def test_reports_in_every_grouping_and_format(planted):
     catalog, _, _ = planted
     table1 = report(catalog, "ae-k8", "model").to_pylist()
-    assert table1[0]["model"] == "bank" and table1[0]["kernels"] == 1203 and table1[0]["usable"] == 1200
+    assert table1[0]["model"] == "bank" and table1[0]["kernels"] == N and table1[0]["usable"] == N - 3
     assert table1[0]["classified_pct"] > 90 and table1[0]["null_classified_pct"] < 5
     by_layer = report(catalog, "ae-k8", "layer")
-    assert set(DEFAULT_FAMILIES) <= set(by_layer.column_names)
-    assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in DEFAULT_FAMILIES) - 1) < 0.01
+    names = {c["label"] for c in catalog.sql("SELECT label FROM clusters WHERE run = 'ae-k8'").to_pylist()}
+    assert names <= set(by_layer.column_names)
+    assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in names) - 1) < 0.01
     env = {"KERNEL_CATALOG": str(catalog.root)}
     as_json = json.loads(run_cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", env=env, check=True).stdout)
     assert as_json[0]["size"] == "7x7"
     as_csv = run_cli("report", "ae-k8", "--by", "cluster", "--format", "csv", env=env, check=True).stdout
-    assert as_csv.splitlines()[0] == "size,cluster,label,template,score,margin,n_kernels,share" and len(as_csv.splitlines()) == 9
+    assert as_csv.splitlines()[0] == ("size,cluster,label,family,polarity,orientation,scale,template,score,margin,"
+                                      "n_kernels,share") and len(as_csv.splitlines()) == K + 1
     table = run_cli("report", "ae-k8", "--by", "depth", env=env, check=True).stdout
-    assert "depth_from" in table and "dog-on" in table
+    assert "depth_from" in table and "dog-pos" in table
 
 
 def test_run_names_replace_and_delete(planted):
@@ -127,14 +141,15 @@ def test_identify_with_the_master_key_templates(planted):
     master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
     if not master_keys.exists():
         pytest.skip(f"{master_keys} not found")
-    cluster_run(catalog, "mk", "ae", ClusterParams(k=8))
+    cluster_run(catalog, "mk", "ae", ClusterParams(k=K))
     identify(catalog, "mk", templates=f"builtin+{master_keys}")
     record = catalog.sql("SELECT params FROM runs WHERE run = 'mk'").to_pylist()[0]
     assert json.loads(record["params"])["templates"].endswith("master_key_filters_8x7x7.txt")
-    assert len(_labels(catalog, "mk")) == 1203
+    assert len(_labels(catalog, "mk")) == N
     identify(catalog, "mk", templates=str(master_keys))              # replace the builtin families
     labels = {c["label"] for c in catalog.sql("SELECT label FROM clusters WHERE run = 'mk'").to_pylist()}
-    assert labels <= {f"master-key-{i}" for i in range(1, 9)} | {"unmatched"}
+    parts = {part for label in labels for part in label.split("|")}       # 'a|b': an ambiguous cluster
+    assert parts <= {f"master-key-{i}" for i in range(1, 9)} | {"unmatched"}
     delete_run(catalog, "mk")
 
 
@@ -156,7 +171,7 @@ def test_streaming_gives_the_same_embeddings(planted, monkeypatch):
     embed(catalog, "ae-streamed", "model = 'bank'", params=FAST, progress=False)
     same = catalog.sql("SELECT count(*) AS n FROM embeddings a JOIN embeddings b USING (kernel_id) "
                        "WHERE a.run = 'ae' AND b.run = 'ae-streamed' AND a.z IS NOT DISTINCT FROM b.z").to_pylist()
-    assert same == [{"n": 1203}]
+    assert same == [{"n": N}]
     delete_run(catalog, "ae-streamed")
 
 
@@ -187,7 +202,7 @@ def test_same_seed_same_labels_across_processes(planted):
     a join's row order is not fixed and k-means seeds from row positions)."""
     catalog, _, _ = planted
     for name in ("proc-a", "proc-b"):
-        run_cli("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", "8", check=True)
+        run_cli("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", str(K), check=True)
     differ = catalog.sql("SELECT count(*) FILTER (WHERE a.cluster IS DISTINCT FROM b.cluster) AS n FROM labels a "
                          "JOIN labels b USING (kernel_id) WHERE a.run = 'proc-a' AND b.run = 'proc-b'").to_pylist()
     assert differ == [{"n": 0}]

@@ -135,7 +135,10 @@ def test_more_rows_than_limit_are_sampled_with_the_stated_seed(small, tmp_path):
 
 def test_label_colours_are_fixed_and_unmatched_is_grey(small, tmp_path):
     assert fg.label_color("unmatched") == "#9e9e9e"
-    assert fg.label_color("dog-on") == fg.LABEL_COLORS["dog-on"] and fg.label_color("mine") == fg.label_color("mine")
+    assert fg.label_color("dog-pos") == fg.FAMILY_COLORS["dog-pos"] and fg.label_color("mine") == fg.label_color("mine")
+    assert fg.label_color("dog-pos|impulse-pos") == fg.label_color("dog-pos")      # 'a|b' takes a's colour
+    assert fg.label_color("deriv2-000-pos") == fg.FAMILY_COLORS["deriv2-pos"]       # lighter with the angle
+    assert fg.label_color("deriv2-090-pos") not in (fg.label_color("deriv2-000-pos"), fg.label_color("deriv2-090-neg"))
     catalog, _ = small
     fig = fg.figure_layers(catalog, "r", "bank", tmp_path / "l.png")
     ax = fig.axes[0]

@@ -68,3 +68,34 @@ def test_failed_migration_rolls_back(tmp_path, monkeypatch):
     with pytest.raises(duckdb.Error):
         migrate.upgrade(con)
     assert con.sql("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('a', 'schema_version')").fetchall() == [(0,)]
+
+
+def test_labels_written_before_the_structured_names_read_null(tmp_path):
+    """Migration 0005: labels files from older runs lack kernel_family ...; the view reads NULL."""
+    import pyarrow as pa
+
+    from kernel_catalog.store.results import LABEL_SCHEMA, dataset_view_sql
+
+    old_schema = pa.schema([f for f in LABEL_SCHEMA if not f.name.startswith("kernel_") or f.name == "kernel_id"
+                            or f.name == "kernel_label"])
+    folder = tmp_path / "results" / "run=old"
+    folder.mkdir(parents=True)
+    rows = {f.name: [None] for f in old_schema} | {"kernel_id": [1], "label": ["dog-on"]}
+    pq.write_table(pa.table(rows, schema=old_schema), folder / "labels-1.parquet")
+    con = duckdb.connect()
+    con.execute(f"SET file_search_path = '{tmp_path}'")
+    files = ["results/run=old/labels-1.parquet"]
+    present = {r[0] for r in con.execute("SELECT DISTINCT name FROM parquet_schema(?)", [files]).fetchall()}
+    view = dataset_view_sql(files, LABEL_SCHEMA, "run", ["run"] + LABEL_SCHEMA.names, present)
+    row = con.execute(f"SELECT * FROM ({view})").fetchall()[0]
+    names = ["run"] + LABEL_SCHEMA.names
+    got = dict(zip(names, row))
+    assert got["run"] == "old" and got["label"] == "dog-on" and got["kernel_family"] is None
+    assert got["kernel_orientation"] is None and got["kernel_scale"] is None
+
+
+def test_clusters_gain_structured_name_columns(tmp_path):
+    con = duckdb.connect(str(tmp_path / "c.duckdb"))
+    migrate.upgrade(con)
+    columns = {r[0] for r in con.execute("DESCRIBE cluster_records").fetchall()}
+    assert {"margin", "family", "polarity", "orientation", "scale"} <= columns

@@ -1,14 +1,17 @@
-"""Template families: shapes, unit norm, sign-aware matching, naming, the master-key file."""
+"""Template families and naming: structured names, steered orientation at any angle, impulses,
+polarity, bands, ambiguity, the master-key file."""
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kernel_catalog.errors import CatalogError
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match, name_clusters
 from kernel_catalog.analysis.templates import (
-    FAMILIES, UNMATCHED, load_template_file, make_templates, match, name_clusters, opposite_family,
+    FAMILY_NAMES, UNMATCHED, label_of, load_template_file, make_templates, render,
 )
+from kernel_catalog.analysis.validation import angle_error
+from kernel_catalog.errors import CatalogError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,71 +25,89 @@ def _master_key_file() -> Path:
     pytest.skip("shared/data/master_key_filters_8x7x7.txt not found (set KERNEL_CATALOG_SHARED_DATA)")
 
 
-@pytest.mark.parametrize("kh,kw", [(3, 3), (5, 5), (7, 7), (1, 7), (11, 1)])
-def test_templates_are_centred_unit_norm_and_shaped(kh, kw):
-    t = make_templates(kh, kw)
-    assert t.matrix.shape == (len(t), kh * kw) and t.matrix.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(t.matrix, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(t.matrix.mean(axis=1), 0.0, atol=1e-6)
-    gram = t.matrix @ t.matrix.T
-    assert (gram[~np.eye(len(t), dtype=bool)] < 0.9999).all()       # no duplicates
+@pytest.mark.parametrize("kh,kw", [(3, 3), (5, 5), (7, 7), (9, 9), (11, 11), (3, 5), (1, 7), (11, 1)])
+def test_banks_are_centred_unit_norm_for_every_size(kh, kw):
+    bank = make_templates(kh, kw)
+    assert bank.matrix.shape[1] == kh * kw and bank.matrix.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(bank.matrix, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(bank.matrix.mean(axis=1), 0.0, atol=1e-6)
+    for s in bank.steered:
+        np.testing.assert_allclose(s.basis.mean(axis=1), 0.0, atol=1e-9)
+    families = set(bank.family_names())
     if kh > 1 and kw > 1:
-        assert set(t.families) == set(FAMILIES)
+        assert families >= set(FAMILY_NAMES) - ({"square"} if max(kh, kw) < 5 else set())
     else:
-        assert {"dog-on", "dog-off", "square-on", "square-off"} <= set(t.families)
-        assert not any(f.startswith(("cross", "deriv2-xy")) for f in t.families)
+        assert families == {"dog", "impulse", "square", "deriv1", "deriv2"}    # no saddle or cross on a band
 
 
-def test_band_derivatives_keep_axis_aligned_names():
-    assert {f for f in make_templates(1, 7).families if f.startswith("deriv1")} == {"deriv1-000", "deriv1-180"}
-    assert {f for f in make_templates(11, 1).families if f.startswith("deriv1")} == {"deriv1-090", "deriv1-270"}
+@pytest.mark.parametrize("kh", [5, 7, 9, 11])
+def test_oriented_families_are_found_at_any_angle(kh):
+    bank = make_templates(kh, kh)
+    rng = np.random.default_rng(kh)
+    cases = [("deriv1", None, 360), ("deriv2", "pos", 180), ("deriv2", "neg", 180), ("saddle", None, 180)]
+    for family, polarity, period in cases:
+        angles = rng.uniform(0, period, 12)
+        rows = np.array([render(family, kh, kh, sigma=1.1, orientation=a, polarity=polarity) for a in angles])
+        m = match(rows, bank)
+        assert list(m.family) == [family] * 12 and list(m.polarity) == [polarity] * 12
+        assert angle_error(m.orientation, angles, np.full(12, period)).max() <= 1.0   # 1-degree steps
+        assert (m.score > 0.95).all()
 
 
-def test_each_template_matches_itself_and_its_negation_is_the_opposite_family():
-    t = make_templates(7, 7)
-    fam, var, score = match(t.matrix, t)
-    np.testing.assert_allclose(score, 1.0, atol=1e-5)
-    assert list(fam) == list(t.families) and list(var) == list(t.variants)
-    neg_fam, _, neg_score = match(-t.matrix, t)
-    np.testing.assert_allclose(neg_score, 1.0, atol=1e-5)
-    assert list(neg_fam) == [opposite_family(f) for f in t.families]
-    i = t.families.index("dog-on")
-    assert match(-t.matrix[i:i + 1], t)[0][0] == "dog-off"
+def test_orientation_convention_and_labels():
+    bank = make_templates(7, 7)
+    right = render("deriv1", 7, 7, orientation=0).reshape(7, 7)
+    assert right[3, 4] > 0 > right[3, 2]                       # positive lobe to the right
+    up = render("deriv1", 7, 7, orientation=90).reshape(7, 7)
+    assert up[2, 3] > 0 > up[4, 3]                             # y up: row 2 is above row 3
+    bar = render("deriv2", 7, 7, orientation=0).reshape(7, 7)
+    assert bar[0, 3] > 0 and bar[3, 3] > 0 > bar[3, 5]         # deriv2-000-pos: a vertical positive bar
+    sad = render("saddle", 7, 7, orientation=45).reshape(7, 7)
+    assert sad[2, 4] > 0 and sad[4, 2] > 0 > sad[2, 2]         # positive lobes along 45 degrees (G_xy)
+    assert label_of("deriv2", "pos", 44.0) == "deriv2-045-pos"
+    assert label_of("deriv1", None, 353.0) == "deriv1-000" and label_of("saddle", None, 175.0) == "saddle-000"
+    assert label_of("dog", "neg", float("nan")) == "dog-neg" and label_of("master-key-3") == "master-key-3"
+    m = match(np.array([render("deriv2", 7, 7, orientation=133, polarity="neg")]), bank)
+    assert m.label[0] == "deriv2-135-neg" and m.template[0].startswith("deriv2/s")
 
 
-def test_opposite_family_pairs():
-    assert opposite_family("deriv1-045") == "deriv1-225"
-    assert opposite_family("deriv2-xy-pos") == "deriv2-xy-neg"
-    for f in FAMILIES:
-        assert opposite_family(opposite_family(f)) == f and opposite_family(f) != f
+@pytest.mark.parametrize("kh", [3, 5, 7])
+def test_impulses_are_named_impulse_not_dog(kh):
+    bank = make_templates(kh, kh)
+    rows = np.array([render("impulse", kh, kh), render("impulse", kh, kh, polarity="neg")])
+    m = match(rows, bank)
+    assert list(m.label) == ["impulse-pos", "impulse-neg"] and (m.score > 0.999).all()
+    assert (m.margin > 0.04).all()
 
 
-def test_orientation_convention():
-    t = make_templates(7, 7)
-    right = t.matrix[t.families.index("deriv1-000")].reshape(7, 7)
-    up = t.matrix[t.families.index("deriv1-090")].reshape(7, 7)
-    assert right[3, 4] > 0 > right[3, 2]            # positive lobe to the right
-    assert up[2, 3] > 0 > up[4, 3]                  # positive lobe up (row 2 is above row 3)
-    on = t.matrix[t.families.index("dog-on")].reshape(7, 7)
-    assert on[3, 3] > 0 > on[0, 0] or on[3, 3] > 0 > on[3, 0]
+def test_bands_name_along_their_axis():
+    m = match(np.array([render("deriv1", 1, 7, orientation=180), render("deriv2", 1, 7, polarity="neg")]),
+              make_templates(1, 7))
+    assert list(m.label) == ["deriv1-180", "deriv2-000-neg"]
+    m = match(np.array([render("deriv1", 7, 1, orientation=90)]), make_templates(7, 1))
+    assert list(m.label) == ["deriv1-090"]
 
 
-def test_match_ignores_scale_and_offset():
-    t = make_templates(5, 5)
-    k = 3.0 * t.matrix[10] + 0.5
-    fam, var, score = match(k[None], t)
-    assert fam[0] == t.families[10] and score[0] == pytest.approx(1.0, abs=1e-5)
+def test_match_ignores_scale_and_offset_and_same_input_same_names():
+    bank = make_templates(5, 5)
+    k = 3.0 * render("dog", 5, 5, sigma=1.0, polarity="neg") + 0.5
+    m = match(k[None], bank)
+    assert m.label[0] == "dog-neg" and m.score[0] > 0.99 and m.scale[0] == pytest.approx(1.0, abs=0.3)
+    x = np.random.default_rng(0).normal(size=(50, 25))
+    a, b = match(x, bank), match(x, bank)
+    assert list(a.label) == list(b.label) and np.array_equal(a.orientation, b.orientation, equal_nan=True)
 
 
-def test_weak_matches_stay_unmatched():
-    t = make_templates(7, 7)
-    noise = np.random.default_rng(0).normal(size=(20, 49)).astype(np.float32)
-    means = np.concatenate([noise, t.matrix[:2]])
-    names = name_clusters(means, t, threshold=0.6)
-    assert names.names[-2:] == list(t.families[:2])
-    assert all(n == UNMATCHED for n in names.names[:-2])
-    assert all(f != UNMATCHED for f in names.best_family)          # the raw best is kept
-    assert (names.scores[:-2] < 0.6).all()
+def test_weak_matches_stay_unmatched_and_close_calls_say_both():
+    bank = make_templates(7, 7)
+    noise = np.random.default_rng(0).normal(size=(20, 49))
+    on, deriv = render("dog", 7, 7, sigma=1.2), render("deriv1", 7, 7, sigma=1.2)
+    on, deriv = on / np.linalg.norm(on - on.mean()), deriv / np.linalg.norm(deriv)
+    names = name_clusters(np.concatenate([noise, [on, on + deriv]]), bank, threshold=0.6)
+    assert all(n == UNMATCHED for n in names.names[:20]) and (names.matches.score[:20] < 0.6).all()
+    assert names.names[20] == "dog-pos" and names.matches.margin[20] > AMBIGUOUS_MARGIN
+    assert "|" in names.names[21] and names.matches.margin[21] < AMBIGUOUS_MARGIN   # between dog and deriv1
+    assert set(names.names[21].split("|")) >= {"dog-pos"} and names.names[21].count("deriv1") == 1
 
 
 def test_master_key_file_parses_into_eight_7x7_filters():
@@ -94,11 +115,11 @@ def test_master_key_file_parses_into_eight_7x7_filters():
     assert len(t) == 8 and t.matrix.shape == (8, 49)
     assert t.families == tuple(f"master-key-{i}" for i in range(1, 9))
     np.testing.assert_allclose(np.linalg.norm(t.matrix, axis=1), 1.0, rtol=1e-5)
-    fam, _, score = match(t.matrix, t)
-    assert list(fam) == list(t.families)
-    # Automatic names for the eight (scores 0.7-0.99): 1-6 oriented first derivatives, 7-8 DoG.
+    assert list(match(t.matrix, t).label) == list(t.families)
+    # Automatic names for the eight: 1-6 oriented derivatives, 7 a centre impulse (cos 0.99), 8 an
+    # on-centre DoG (close to an impulse: named 'dog-pos|impulse-pos').
     named = name_clusters(t.matrix, make_templates(7, 7))
-    assert named.names[6:] == ["dog-on", "dog-on"] and (named.scores[6:] > 0.95).all()
+    assert named.names[6] == "impulse-pos" and named.names[7].split("|")[0] == "dog-pos"
     assert all(n.startswith("deriv") for n in named.names[:6])
     both = make_templates(7, 7) + t                                  # usable beside the families
     assert len(both) == len(make_templates(7, 7)) + 8
@@ -117,14 +138,3 @@ def test_bad_template_files(tmp_path):
     named.write_text("Filter 1:\r\n1 0 -1\r\n\r\nMy Edge:\r\n0 1 0\r\n")
     t = load_template_file(named, 1, 3)
     assert t.families == ("master-key-1", "my-edge")
-
-
-def test_family_margin_is_large_for_a_template_and_zero_between_two():
-    from kernel_catalog.analysis.templates import family_margin, make_templates
-
-    bank = make_templates(7, 7)
-    on = bank.matrix[bank.families.index("dog-on")]
-    deriv = bank.matrix[bank.families.index("deriv1-000")]
-    margins = family_margin(np.stack([on, (on + deriv) / 2, -on]), bank)
-    assert margins[0] > 0.1 and margins[2] > 0.1
-    assert margins[1] < margins[0]

@@ -2,14 +2,19 @@
 
 Clustering runs per kernel size in the feature space chosen knowingly (default: the
 unit-normalised reconstructions, which recover planted families where raw latent coordinates
-do not; see catalog.clustering). Naming matches each cluster's mean preprocessed kernel, and
-each kernel itself, against template families by cosine, sign-aware; below the threshold a
-cluster is `unmatched`, never forced.
+do not; see catalog.clustering). Naming (catalog.analysis.naming) matches each cluster's mean
+preprocessed kernel, and each kernel itself, against template families by cosine, sign-aware,
+at any orientation; below the threshold a cluster is `unmatched`, never forced, and a cluster
+whose margin to the next family is small is named `a|b`.
+
+Both commands end in one per-size assembly (`_assemble`): names, the labels rows, the clusters
+rows and the size's metrics. A cluster run also measures how stable its partition is across
+seeds (`seed_ari`, see `seed_stability`).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace as with_changes
+from dataclasses import asdict, dataclass, replace as with_changes
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +24,20 @@ from kernel_catalog.analysis import autoencoder as ae
 from kernel_catalog.analysis import templates as tpl
 from kernel_catalog.analysis.clustering import choose_k, cluster, feature_space
 from kernel_catalog.analysis.embed import load_run_models, size_key
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match, name_clusters
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.params import ClusterParams, available_cores
 from kernel_catalog.analysis.preprocess import preprocess
-from kernel_catalog.store.results import LABEL_SCHEMA
+from kernel_catalog.store.results import CLUSTER_SCHEMA, LABEL_SCHEMA
 from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run
 from kernel_catalog.store import Catalog
 
-CLUSTER_COLUMNS = pa.schema([
-    ("kh", pa.int32()), ("kw", pa.int32()), ("cluster", pa.int32()), ("label", pa.string()),
-    ("template", pa.string()), ("score", pa.float64()), ("n_kernels", pa.int64()),
-    ("share", pa.float64()), ("mean_kernel", pa.list_(pa.float32())), ("medoid_kernel_id", pa.int64()),
-    ("margin", pa.float64()),   # best family's cosine minus the next family's (migration 0004)
-])
+CLUSTER_COLUMNS = CLUSTER_SCHEMA        # the name this module exported before
+SEED_SAMPLE = 5000                      # seed_ari: at most this many kernels per size (fixed-seed sample)
+SEED_REPEATS = 2                        # seed_ari: this many further seeds
 
 
-def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
+def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateBank:
     """Templates for one size from a spec: 'builtin', a file, or 'builtin+FILE' (extend; a file's
     filters of another size, e.g. the 7x7 master keys, are used for that size only)."""
     parts = spec.split("+") if spec != "builtin" else ["builtin"]
@@ -55,54 +58,117 @@ def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateSet:
     return bank
 
 
-def _load_size(catalog: Catalog, embed_run: str, kh: int, kw: int):
+@dataclass(frozen=True)
+class SizeData:
+    """One kernel size of an embed run: every kernel (usable or not) in kernel_id order."""
+
+    kh: int
+    kw: int
+    ids: np.ndarray           # (N,) int64
+    usable: np.ndarray        # (N,) bool
+    recon_cos: np.ndarray     # (N,) float32
+    x: np.ndarray             # (N, kh*kw) preprocessed
+    models: np.ndarray        # (N,) object: each kernel's model name
+    threshold: float          # the embed run's classified threshold for this size
+
+    @property
+    def key(self) -> str:
+        return size_key(self.kh, self.kw)
+
+
+def _load_size(catalog: Catalog, parent: RunRecord, kh: int, kw: int) -> SizeData:
     table = catalog.sql(
-        "SELECT e.kernel_id, e.usable, e.recon_cos, k.weights FROM embeddings e JOIN kernels k USING (kernel_id) "
+        "SELECT e.kernel_id, e.usable, e.recon_cos, k.weights, k.model FROM embeddings e JOIN kernels k USING (kernel_id) "
         # ORDER BY: a join returns rows in no fixed order, and k-means seeds from row positions
-        "WHERE e.run = ? AND e.kh = ? AND e.kw = ? ORDER BY e.kernel_id", [embed_run, kh, kw])
+        "WHERE e.run = ? AND e.kh = ? AND e.kw = ? ORDER BY e.kernel_id", [parent.run, kh, kw])
     weights = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in table.column("weights").chunks])
-    return (table.column("kernel_id").to_numpy(), table.column("usable").to_numpy(zero_copy_only=False),
-            table.column("recon_cos").to_numpy(zero_copy_only=False).astype(np.float32),
-            weights.astype(np.float32).reshape(-1, kh * kw))
+    x, _ = preprocess(weights.astype(np.float32).reshape(-1, kh * kw), parent.preprocess)
+    return SizeData(kh, kw, table.column("kernel_id").to_numpy(), table.column("usable").to_numpy(zero_copy_only=False),
+                    table.column("recon_cos").to_numpy(zero_copy_only=False).astype(np.float32), x,
+                    np.asarray(table.column("model").to_pylist(), dtype=object),
+                    parent.size_metrics(size_key(kh, kw))["threshold"])
 
 
-def _names(mean_kernels: np.ndarray, x: np.ndarray, bank: tpl.TemplateSet, threshold: float):
-    """Cluster names (from their mean kernels) and each kernel's own best family and score."""
-    names = tpl.name_clusters(mean_kernels, bank, threshold)
-    family, _, score = tpl.match(x, bank)
-    kernel_label = np.where(score >= threshold, family, tpl.UNMATCHED)
-    return names, kernel_label, score
+def _assemble(size: SizeData, labels: np.ndarray, means: np.ndarray, counts: np.ndarray, medoid_ids,
+              bank: tpl.TemplateBank, name_threshold: float) -> tuple[pa.Table, pa.Table, dict, list[str]]:
+    """One size's results from its partition: (labels rows, clusters rows, metrics, cluster names)."""
+    names = name_clusters(means, bank, name_threshold)
+    own = match(size.x[size.usable], bank)
+    n, u = len(size.ids), size.usable
 
+    def full(values, dtype, fill=None):
+        out = np.full(n, fill, dtype=dtype)
+        out[u] = values
+        return out
 
-def _size_results(ids, usable, recon_cos, x, labels, names, kernel_label, kernel_score, threshold, kh, kw):
-    n = len(ids)
-    cluster_col = np.full(n, -1, np.int32)
-    cluster_col[usable] = labels
-    label_col = np.full(n, None, dtype=object)
-    label_col[usable] = np.asarray(names.names, dtype=object)[labels]
-    klabel = np.full(n, None, dtype=object)
-    klabel[usable] = kernel_label
-    kscore = np.full(n, np.nan, np.float32)
-    kscore[usable] = kernel_score
-    classified = usable & (1.0 - np.nan_to_num(recon_cos, nan=2.0) < threshold)
-    return pa.table([
-        pa.array(ids, pa.int64()), pa.array(np.full(n, kh, np.int16)), pa.array(np.full(n, kw, np.int16)),
-        pa.array(cluster_col, mask=~usable), pa.array(label_col, pa.string()), pa.array(klabel, pa.string()),
-        pa.array(kscore, mask=~usable), pa.array(recon_cos, mask=~usable), pa.array(classified),
+    def masked(values):   # NaN (no orientation / scale) and unusable kernels read NULL
+        out = full(values, np.float32, np.nan)
+        return pa.array(out, mask=~np.isfinite(out))
+
+    cluster_col = full(labels, np.int32, -1)
+    kernel_label = np.where(own.score >= name_threshold, own.label, tpl.UNMATCHED)
+    classified = u & (1.0 - np.nan_to_num(size.recon_cos, nan=2.0) < size.threshold)
+    label_rows = pa.table([
+        pa.array(size.ids, pa.int64()), pa.array(np.full(n, size.kh, np.int16)), pa.array(np.full(n, size.kw, np.int16)),
+        pa.array(cluster_col, mask=~u), pa.array(full(np.asarray(names.names, object)[labels], object), pa.string()),
+        pa.array(full(kernel_label, object), pa.string()), pa.array(full(own.score, np.float32, np.nan), mask=~u),
+        pa.array(size.recon_cos, mask=~u), pa.array(classified),
+        pa.array(full(own.family, object), pa.string()), pa.array(full(own.polarity, object), pa.string()),
+        masked(own.orientation), masked(own.scale),
     ], schema=LABEL_SCHEMA)
+    m = names.matches
+    k = len(counts)
+
+    def nullable(a):
+        return pa.array([None if not np.isfinite(v) else float(v) for v in a], pa.float64())
+
+    cluster_rows = pa.table([
+        pa.array([size.kh] * k, pa.int32()), pa.array([size.kw] * k, pa.int32()), pa.array(np.arange(k, dtype=np.int32)),
+        pa.array(names.names), pa.array(list(m.template)), pa.array(m.score.astype(np.float64)),
+        pa.array(np.asarray(counts).astype(np.int64)), pa.array(np.asarray(counts) / max(int(np.sum(counts)), 1)),
+        pa.array([list(map(float, row)) for row in means], pa.list_(pa.float32())),
+        pa.array(list(medoid_ids), pa.int64()), nullable(m.margin), pa.array(list(m.family), pa.string()),
+        pa.array(list(m.polarity), pa.string()), nullable(m.orientation), nullable(m.scale),
+    ], schema=CLUSTER_SCHEMA)
+    named = float(sum(c for c, name in zip(counts, names.names) if name != tpl.UNMATCHED) / max(int(u.sum()), 1))
+    metrics = {"named_share": named, "templates": len(bank), "ambiguous_margin": AMBIGUOUS_MARGIN,
+               "ambiguous_clusters": int(sum("|" in name for name in names.names))}
+    return label_rows, cluster_rows, metrics, names.names
 
 
-def _cluster_rows(kh, kw, names, sizes, means, medoid_ids, bank) -> pa.Table:
-    k = len(sizes)
-    margins = tpl.family_margin(means, bank).astype(np.float64)
-    total = max(int(sizes.sum()), 1)
-    return pa.table([
-        pa.array([kh] * k, pa.int32()), pa.array([kw] * k, pa.int32()), pa.array(np.arange(k, dtype=np.int32)),
-        pa.array(names.names), pa.array([f"{f}/{v}" for f, v in zip(names.best_family, names.best_variant)]),
-        pa.array(names.scores.astype(np.float64)), pa.array(sizes.astype(np.int64)),
-        pa.array(sizes / total), pa.array([list(map(float, m)) for m in means], pa.list_(pa.float32())),
-        pa.array(medoid_ids, pa.int64()), pa.array(margins),
-    ], schema=CLUSTER_COLUMNS)
+def seed_stability(features: np.ndarray, labels: np.ndarray, k: int, params: ClusterParams,
+                   sample: int = SEED_SAMPLE, repeats: int = SEED_REPEATS) -> tuple[float, int]:
+    """Mean ARI between the run's partition and the partitions from `repeats` further seeds
+    (seed+1, seed+2, ...), all on one fixed-seed sample of at most `sample` kernels.
+    Returns (seed_ari, sample size)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(params.seed)
+    rows = np.sort(rng.choice(len(features), sample, replace=False)) if len(features) > sample else np.arange(len(features))
+    k = min(k, len(rows))
+    scores = []
+    for r in range(1, repeats + 1):
+        other = cluster(features[rows], k, seed=params.seed + r, method=params.method, threads=params.threads)
+        scores.append(adjusted_rand_score(labels[rows], other.labels))
+    return float(np.mean(scores)), int(len(rows))
+
+
+def _reconstruct(models: dict, size: SizeData) -> tuple[np.ndarray, np.ndarray]:
+    """(z, recon) of the usable kernels, each through its autoencoder (pooled or its model's)."""
+    xu, owners = size.x[size.usable], size.models[size.usable]
+    if list(models) == [None]:
+        z, recon, _ = ae.encode(models[None], xu)
+        return z, recon
+    z = recon = None
+    for name, model in models.items():
+        rows = owners == name
+        if not rows.any():
+            continue
+        zi, ri, _ = ae.encode(model, xu[rows])
+        if z is None:
+            z, recon = np.zeros((len(xu), zi.shape[1]), np.float32), np.zeros_like(xu, dtype=np.float32)
+        z[rows], recon[rows] = zi, ri
+    return z, recon
 
 
 def cluster_run(
@@ -121,17 +187,14 @@ def cluster_run(
     if params.k != "auto" and (not isinstance(params.k, int) or params.k < 1):
         raise CatalogError(f"--k {params.k}: give a positive integer or 'auto'")
     models = load_run_models(catalog, from_run)
-    method = parent["params"].get("preprocess", "center-l2")
     label_tables, cluster_tables, metrics = [], [], {}
     for key in sorted(models):
-        model = models[key]
-        kh, kw = model.config["kh"], model.config["kw"]
-        ids, usable, recon_cos, weights = _load_size(catalog, from_run, kh, kw)
-        x, _ = preprocess(weights, method)
-        xu = x[usable]
+        first = next(iter(models[key].values()))
+        size = _load_size(catalog, parent, first.config["kh"], first.config["kw"])
+        xu = size.x[size.usable]
         if len(xu) == 0:
             continue
-        z, recon, _ = ae.encode(model, xu)
+        z, recon = _reconstruct(models[key], size)
         features = feature_space(params.space, z=z, recon=recon)
         if params.k == "auto":
             k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,
@@ -139,21 +202,21 @@ def cluster_run(
         else:
             k, silhouettes = min(params.k, len(xu)), None
         result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu, threads=params.threads)
-        bank = template_bank(params.templates, kh, kw)
-        names, kernel_label, kernel_score = _names(result.mean_kernels, xu, bank, params.name_threshold)
-        threshold = parent["metrics"][key]["threshold"]
-        label_tables.append(_size_results(ids, usable, recon_cos, x, result.labels, names, kernel_label,
-                                          kernel_score, threshold, kh, kw))
-        medoid_ids = np.where(result.medoids >= 0, ids[usable][np.maximum(result.medoids, 0)], -1)
-        cluster_tables.append(_cluster_rows(kh, kw, names, result.sizes, result.mean_kernels, medoid_ids, bank))
-        named = float(sum(s for s, name in zip(result.sizes, names.names) if name != tpl.UNMATCHED) / len(xu))
+        medoid_ids = np.where(result.medoids >= 0, size.ids[size.usable][np.maximum(result.medoids, 0)], -1)
+        bank = template_bank(params.templates, size.kh, size.kw)
+        rows, clusters, size_metrics, names = _assemble(size, result.labels, result.mean_kernels, result.sizes,
+                                                        medoid_ids, bank, params.name_threshold)
+        seed_ari, seed_n = seed_stability(features, result.labels, k, params)
+        label_tables.append(rows)
+        cluster_tables.append(clusters)
         metrics[key] = {"k": int(k), "inertia": result.inertia, "method": result.method, "n": int(len(xu)),
-                        "named_share": named, "templates": len(bank), **({"silhouette": silhouettes} if silhouettes else {})}
-        echo(f"{key}: k={k}, {named:.0%} of kernels in named clusters: "
-             + ", ".join(f"{n} {s / len(xu):.0%}" for n, s in zip(names.names, result.sizes)))
+                        **size_metrics, "seed_ari": seed_ari, "seed_ari_n": seed_n,
+                        **({"silhouette": silhouettes} if silhouettes else {})}
+        echo(f"{key}: k={k}, {size_metrics['named_share']:.0%} of kernels in named clusters, seed ARI {seed_ari:.2f}: "
+             + ", ".join(f"{n} {s / len(xu):.0%}" for n, s in zip(names, result.sizes)))
     if not label_tables:
         raise CatalogError(f"run '{from_run}' has no usable kernels to cluster")
-    record = RunRecord(run, "cluster", {**asdict(params)}, parent=from_run, selection=parent["selection"],
+    record = RunRecord(run, "cluster", {**asdict(params)}, parent=from_run, selection=parent.selection,
                        metrics=metrics, device="cpu", seconds=time.perf_counter() - started)
     commit_run(catalog, record, {"labels": pa.concat_tables(label_tables)},
                clusters=pa.concat_tables(cluster_tables), replace=replace)
@@ -164,33 +227,27 @@ def identify(catalog: Catalog, run: str, templates: str = "builtin",
              name_threshold: float = tpl.DEFAULT_NAME_THRESHOLD, echo=lambda line: None) -> dict:
     """Re-name the clusters and kernels of a cluster run with other templates (in place)."""
     record = require_run(catalog, run, "cluster")
-    params = ClusterParams(**{**record["params"], "templates": templates, "name_threshold": name_threshold})
+    params = with_changes(record.cluster_params(), templates=templates, name_threshold=name_threshold)
     clusters = catalog.sql("SELECT * FROM cluster_records WHERE run = ? ORDER BY kh, kw, cluster", [run]).to_pylist()
-    parent = require_run(catalog, record["parent"], "embed")
-    method = parent["params"].get("preprocess", "center-l2")
-    label_tables, cluster_tables, metrics = [], [], dict(record["metrics"])
-    sizes = sorted({(c["kh"], c["kw"]) for c in clusters})
-    for kh, kw in sizes:
+    parent = require_run(catalog, record.parent, "embed")
+    label_tables, cluster_tables, metrics = [], [], dict(record.metrics)
+    for kh, kw in sorted({(c["kh"], c["kw"]) for c in clusters}):
         rows = [c for c in clusters if (c["kh"], c["kw"]) == (kh, kw)]
         old = catalog.sql("SELECT kernel_id, cluster FROM labels WHERE run = ? AND kh = ? AND kw = ?", [run, kh, kw])
         cluster_of = dict(zip(old.column("kernel_id").to_pylist(), old.column("cluster").to_pylist()))
-        ids, usable, recon_cos, weights = _load_size(catalog, record["parent"], kh, kw)
-        x, _ = preprocess(weights, method)
-        labels = np.array([cluster_of[i] for i in ids[usable]], np.int32)
+        size = _load_size(catalog, parent, kh, kw)
+        labels = np.array([cluster_of[i] for i in size.ids[size.usable]], np.int32)
         means = np.array([c["mean_kernel"] for c in rows], np.float32)
         bank = template_bank(templates, kh, kw)
-        names, kernel_label, kernel_score = _names(means, x[usable], bank, name_threshold)
-        threshold = parent["metrics"][size_key(kh, kw)]["threshold"]
-        label_tables.append(_size_results(ids, usable, recon_cos, x, labels, names, kernel_label,
-                                          kernel_score, threshold, kh, kw))
-        cluster_sizes = np.array([c["n_kernels"] for c in rows])
-        cluster_tables.append(_cluster_rows(kh, kw, names, cluster_sizes, means,
-                                            [c["medoid_kernel_id"] for c in rows], bank))
-        named = float(sum(s for s, n in zip(cluster_sizes, names.names) if n != tpl.UNMATCHED) / max(len(labels), 1))
-        metrics[size_key(kh, kw)] = {**metrics.get(size_key(kh, kw), {}), "named_share": named, "templates": len(bank)}
-        echo(f"{kh}x{kw}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(names.names, names.scores)))
-    updated = RunRecord(run, "cluster", asdict(params), parent=record["parent"], selection=record["selection"],
-                        metrics=metrics, device=record["device"], seconds=record["seconds"])
+        table, cluster_table, size_metrics, names = _assemble(
+            size, labels, means, np.array([c["n_kernels"] for c in rows]), [c["medoid_kernel_id"] for c in rows],
+            bank, name_threshold)
+        label_tables.append(table)
+        cluster_tables.append(cluster_table)
+        metrics[size.key] = {**metrics.get(size.key, {}), **size_metrics}
+        echo(f"{size.key}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(names, cluster_table.column("score").to_pylist())))
+    updated = RunRecord(run, "cluster", asdict(params), parent=record.parent, selection=record.selection,
+                        metrics=metrics, device=record.device, seconds=record.seconds)
     commit_run(catalog, updated, {"labels": pa.concat_tables(label_tables)},
                clusters=pa.concat_tables(cluster_tables), replace=True)
     return metrics

@@ -1,9 +1,13 @@
 """`catalog embed`: train one autoencoder per kernel size on a selection, store embeddings.
 
-Per size: preprocess (one pure function), train (or reuse a run's model with --from-model),
-encode every kernel, mark classified by the size's threshold, and run the same protocol on an
-iid Gaussian control of the same shape and count (the null model every report shows).
-Results are appended as a run: embeddings Parquet + the autoencoder files + a runs row.
+Per size (and per model with `per_model`): preprocess (one pure function), train (or reuse a
+run's model with --from-model), encode every kernel, and run the same protocol on an iid
+Gaussian control of the same shape and count (the null model every report shows). The null
+also calibrates a threshold: the largest at which it is classified at most alpha of the time
+(`params.calibrated_threshold`). Each size records its fixed (paper) and calibrated thresholds,
+the classified share of the data and of the null at both, and which one it uses
+(`EmbedParams.threshold_source`). Results are appended as a run: embeddings Parquet + the
+autoencoder files + a runs row.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pyarrow as pa
 from kernel_catalog.analysis import autoencoder as ae
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.null_model import run_control
-from kernel_catalog.analysis.params import EmbedParams, available_cores
+from kernel_catalog.analysis.params import EmbedParams, available_cores, calibrated_threshold
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, result_paths
@@ -26,6 +30,7 @@ from kernel_catalog.store import Catalog
 # Above this many kernels of one size, training streams batches from Parquet instead of
 # holding the selection in memory (memory bound: the autoencoder's shuffle buffer, 2^19 rows).
 STREAM_ABOVE = 2_000_000
+POOLED = None     # the model key of an autoencoder trained on every model's kernels of a size
 
 
 def size_key(kh: int, kw: int) -> str:
@@ -41,23 +46,46 @@ def _stream_factory(selection: KernelSelection, kh: int, kw: int, method: str):
     return factory
 
 
-def load_run_models(catalog: Catalog, run: str, device: str = "cpu") -> dict[str, ae.TrainedAutoencoder]:
-    """The autoencoders an embed run saved, by size key ('7x7')."""
-    models = {}
+def load_run_models(catalog: Catalog, run: str, device: str = "cpu") -> dict[str, dict[str | None, ae.TrainedAutoencoder]]:
+    """The autoencoders an embed run saved: {size key: {model name (None: pooled): autoencoder}}."""
+    models: dict[str, dict] = {}
     for path in result_paths(catalog, run, "autoencoder"):
         model = ae.load(path, device=device)
-        models[size_key(model.config["kh"], model.config["kw"])] = model
+        models.setdefault(size_key(model.config["kh"], model.config["kw"]), {})[model.config.get("model")] = model
     return models
 
 
-def _null_metrics(n: int, kh: int, kw: int, params: EmbedParams, progress: bool) -> dict:
-    """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed."""
-    kwargs = params.train_kwargs(progress)
+def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool) -> tuple[np.ndarray, float]:
+    """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed.
+    Returns the null's dissimilarities (1 - cos) and its final loss."""
+    kwargs = params.train_kwargs(progress, kh, kw)
     kwargs.pop("seed")
     control = run_control(n, kh, kw, seed=params.seed, threshold=params.threshold(kh, kw),
                           method=params.preprocess, **kwargs)
-    return {"null_classified": control.classified_fraction, "null_final_loss": control.model.final_loss,
-            "null_n": n}
+    return 1.0 - control.recon_cos.astype(np.float64), control.model.final_loss
+
+
+def classification_metrics(recon_cos: np.ndarray, null_d: np.ndarray | None, kh: int, kw: int,
+                           params: EmbedParams) -> dict:
+    """Thresholds (fixed, calibrated, used) and the classified share of data and null at each."""
+    d = 1.0 - np.asarray(recon_cos, np.float64)
+    fixed = params.threshold(kh, kw)
+    out: dict = {"threshold_fixed": fixed, "classified_fixed": float((d < fixed).mean()) if len(d) else 0.0}
+    source = params.threshold_source(kh, kw)
+    if null_d is not None and len(null_d):
+        cal = calibrated_threshold(null_d, params.alpha)
+        out.update({"alpha": params.alpha, "threshold_calibrated": cal,
+                    "classified_calibrated": float((d < cal).mean()) if len(d) else 0.0,
+                    "null_classified_fixed": float((null_d < fixed).mean()),
+                    "null_classified_calibrated": float((null_d < cal).mean())})
+    elif source == "calibrated":
+        source = "fixed"
+    used = out["threshold_calibrated"] if source == "calibrated" else fixed
+    out.update({"threshold": used, "threshold_source": source,
+                "classified": out["classified_calibrated" if source == "calibrated" else "classified_fixed"]})
+    if null_d is not None and len(null_d):
+        out["null_classified"] = float((null_d < used).mean())
+    return out
 
 
 def embed(
@@ -77,6 +105,8 @@ def embed(
     ae.resolve_device(params.device)     # --device cuda without CUDA fails before any work
     parent = require_run(catalog, from_model, "embed") if from_model else None
     reused = load_run_models(catalog, from_model, params.device) if from_model else {}
+    if parent is not None:
+        params = with_changes(params, per_model=parent.embed_params().per_model)
     selection = KernelSelection(catalog, where)
     try:
         sizes = selection.sizes()
@@ -86,35 +116,36 @@ def embed(
         if missing:
             raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
                                "narrow --where to its kernel sizes or train a new run")
+        if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
+            raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
         tables, blobs, metrics, device = [], {}, {}, None
         for kh, kw, n in sizes:
             key = size_key(kh, kw)
-            echo(f"{key}: {n} kernels")
-            ids, weights = selection.load(kh, kw) if n <= STREAM_ABOVE else (None, None)
-            if key in reused:
-                model = reused[key]
+            echo(f"{key}: {n} kernels" + (", one autoencoder per model" if params.per_model else ""))
+            if params.per_model:
+                ids, weights, names = selection.load(kh, kw, with_model=True)
+                groups = [(m, names == m) for m in sorted(set(names))]
             else:
-                if weights is not None:
-                    x, usable = preprocess(weights, params.preprocess)
-                    data = x[usable]
-                else:
-                    data = _stream_factory(selection, kh, kw, params.preprocess)
-                model = ae.train_autoencoder(data, kh, kw, **params.train_kwargs(progress))
-                blobs[f"autoencoder:{key}"] = lambda path, m=model: ae.save(m, path)
-            device = model.device
-            chunks = [(ids, weights)] if weights is not None else selection.batches(kh, kw)
-            size_table, stats = _encode_chunks(model, chunks, kh, kw, params)
-            tables.append(size_table)
-            metrics[key] = {"n": n, **stats, "threshold": params.threshold(kh, kw),
-                            "final_loss": model.final_loss, "epochs": model.config["epochs"]}
-            if params.null_model and not from_model and stats["usable"]:
-                echo(f"{key}: null model: the same protocol on {stats['usable']} iid Gaussian kernels")
-                metrics[key].update(_null_metrics(stats["usable"], kh, kw, params, progress))
-            elif parent is not None:   # reused models: the parent run's null model applies
-                parent_metrics = parent["metrics"].get(key, {})
-                metrics[key].update({k: v for k, v in parent_metrics.items() if k.startswith("null_")})
-            echo(f"{key}: classified {metrics[key]['classified']:.1%}"
-                 + (f" vs null {metrics[key]['null_classified']:.1%}" if "null_classified" in metrics[key] else ""))
+                ids, weights = selection.load(kh, kw) if n <= STREAM_ABOVE else (None, None)
+                groups = [(POOLED, None)]
+            size_tables, per_group = [], {}
+            for name, rows in groups:
+                part = (ids, weights) if rows is None else (ids[rows], weights[rows])
+                model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
+                                                       reused.get(key, {}), blobs, progress)
+                device = model.device
+                size_tables.append(table)
+                null_d = None
+                if params.null_model and not from_model and len(recon_cos):
+                    echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
+                         f"{len(recon_cos)} iid Gaussian kernels")
+                    null_d, _ = _null(len(recon_cos), kh, kw, params, progress)
+                per_group[name] = (recon_cos, null_d, model, len(part[0]) if part[0] is not None else n)
+            tables.extend(size_tables)
+            metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
+            m = metrics[key]
+            echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
+                 + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else ""))
     finally:
         selection.close()
     record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
@@ -123,10 +154,70 @@ def embed(
     return metrics
 
 
-def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tuple[pa.Table, dict]:
-    """Embed every kernel (usable or not) of one size; unusable rows get NULL z."""
-    parts, usable_total, classified_total, n_total = [], 0, 0, 0
-    threshold = params.threshold(kh, kw)
+def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress):
+    """Train (or reuse) one autoencoder and encode its kernels; returns (model, table, usable recon_cos)."""
+    ids, weights = part
+    key = size_key(kh, kw)
+    if name in reused:
+        model = reused[name]
+    elif reused:
+        raise CatalogError(f"the reused run has no autoencoder for {key} of model {name!r}")
+    else:
+        if weights is not None:
+            x, usable = preprocess(weights, params.preprocess)
+            data = x[usable]
+        else:
+            data = _stream_factory(selection, kh, kw, params.preprocess)
+        model = ae.train_autoencoder(data, kh, kw, **params.train_kwargs(progress, kh, kw))
+        if name is not None:
+            model.config["model"] = name
+        blobs[f"autoencoder:{key}" + ("" if name is None else f":{name}")] = lambda path, m=model: ae.save(m, path)
+    chunks = [(ids, weights)] if weights is not None else selection.batches(kh, kw)
+    table, recon_cos = _encode_chunks(model, chunks, kh, kw, params)
+    return model, table, recon_cos
+
+
+def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent: RunRecord | None) -> dict:
+    """A size's metrics: pooled over its groups, plus one entry per model for per-model runs."""
+    key = size_key(kh, kw)
+
+    def one(recon_cos, null_d, model, n, inherited: dict) -> dict:
+        if null_d is None and inherited.get("threshold_calibrated") is not None:   # reused: the parent's null
+            m = classification_metrics(recon_cos, None, kh, kw, params)
+            cal = inherited["threshold_calibrated"]
+            d = 1.0 - recon_cos
+            m.update({k: v for k, v in inherited.items() if k.startswith("null_") or k in ("alpha", "threshold_calibrated")})
+            m["classified_calibrated"] = float((d < cal).mean()) if len(d) else 0.0
+            if inherited.get("threshold_source") == "calibrated" and params.threshold_source(kh, kw) == "calibrated":
+                m.update({"threshold": cal, "threshold_source": "calibrated", "classified": m["classified_calibrated"]})
+        else:
+            m = classification_metrics(recon_cos, null_d, kh, kw, params)
+        m.update({"n": n, "usable": int(len(recon_cos)), "final_loss": model.final_loss,
+                  "epochs": model.config["epochs"], "latent_dim": model.config["latent_dim"]})
+        if null_d is not None:
+            m["null_n"] = int(len(null_d))
+        return m
+
+    inherited = parent.size_metrics(key) if parent is not None else {}
+    if list(per_group) == [POOLED]:
+        return one(*per_group[POOLED], inherited)
+    models = {name: one(*g, inherited.get("models", {}).get(name, {})) for name, g in per_group.items()}
+    usable = sum(m["usable"] for m in models.values())
+    weight = {name: m["usable"] / max(usable, 1) for name, m in models.items()}
+    pooled = {"n": sum(m["n"] for m in models.values()), "usable": usable, "per_model": True, "models": models,
+              "threshold_source": next(iter(models.values()))["threshold_source"]}
+    for field in ("classified", "classified_fixed", "classified_calibrated", "null_classified",
+                  "null_classified_fixed", "null_classified_calibrated", "threshold", "threshold_fixed",
+                  "threshold_calibrated"):
+        if all(field in m for m in models.values()):
+            pooled[field] = float(sum(weight[name] * m[field] for name, m in models.items()))
+    return pooled
+
+
+def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tuple[pa.Table, np.ndarray]:
+    """Embed every kernel (usable or not) of one size; unusable rows get NULL z. Also returns the
+    usable kernels' recon_cos."""
+    parts, kept = [], []
     for ids, weights in chunks:
         x, usable = preprocess(weights, params.preprocess)
         z, _, recon_cos = ae.encode(model, x, threads=params.threads)
@@ -139,8 +230,5 @@ def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tupl
             pa.array(np.full(len(ids), kw, np.int16)), z_column,
             pa.array(recon_cos, mask=~usable), pa.array(usable),
         ], schema=EMBEDDING_SCHEMA))
-        usable_total += int(usable.sum())
-        classified_total += int(ae.classified(recon_cos[usable], threshold).sum())
-        n_total += len(ids)
-    stats = {"usable": usable_total, "classified": classified_total / max(usable_total, 1)}
-    return pa.concat_tables(parts), stats
+        kept.append(recon_cos[usable])
+    return pa.concat_tables(parts), np.concatenate(kept).astype(np.float64)

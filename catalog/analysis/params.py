@@ -12,10 +12,19 @@ from kernel_catalog.analysis.clustering import METHODS as CLUSTER_METHODS, SPACE
 from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, METHODS as PREPROCESS_METHODS
 from kernel_catalog.analysis.templates import DEFAULT_NAME_THRESHOLD
 
-__all__ = ["CLUSTER_METHODS", "DEVICES", "PREPROCESS_METHODS", "PRESETS", "SPACES", "ClusterParams", "EmbedParams",
-           "available_cores", "default_threshold", "from_record", "to_record"]
+__all__ = ["CLUSTER_METHODS", "DEFAULT_ALPHA", "DEVICES", "MIN_VERDICT_KERNELS", "PREPROCESS_METHODS", "PRESETS",
+           "SPACES", "THRESHOLD_RULES", "ClusterParams", "EmbedParams", "available_cores", "calibrated_threshold",
+           "default_threshold", "from_record", "published_threshold", "to_record"]
 
 DEVICES = ("auto", "cpu", "cuda")
+# How each size's classified threshold is chosen (README, "Classified"):
+#   published   the paper's threshold where it published one (7x7 0.3, 5x5 0.2), the calibrated
+#               one for every other size (3x3, bands, 9x9, 11x11);
+#   calibrated  calibrated on the null for every size;
+#   fixed       the paper's thresholds extended by tap count (`default_threshold`), no calibration.
+THRESHOLD_RULES = ("published", "calibrated", "fixed")
+DEFAULT_ALPHA = 0.05          # calibrated: the iid Gaussian null is classified at most this often
+MIN_VERDICT_KERNELS = 1000    # fewer usable kernels of a size than this: the report warns
 
 
 def available_cores() -> int:
@@ -41,6 +50,22 @@ def default_threshold(kh: int, kw: int) -> float:
     return 0.3 if taps >= 49 else 0.2 if taps >= 25 else 0.1
 
 
+def published_threshold(kh: int, kw: int) -> float | None:
+    """The paper's own thresholds (unconfirmed, SCIENCE.md): 7x7 0.3, 5x5 0.2; None for other sizes."""
+    return {(7, 7): 0.3, (5, 5): 0.2}.get((kh, kw))
+
+
+def calibrated_threshold(null_dissimilarity, alpha: float = DEFAULT_ALPHA) -> float | None:
+    """The largest threshold t at which at most `alpha` of the null is classified (1 - cos < t):
+    the floor(alpha * n)-th smallest null dissimilarity. None for an empty null."""
+    import numpy as np
+
+    d = np.sort(np.asarray(null_dissimilarity, dtype=np.float64))
+    if not len(d):
+        return None
+    return float(d[min(int(np.floor(alpha * len(d))), len(d) - 1)])
+
+
 @dataclass(frozen=True)
 class EmbedParams:
     latent_dim: int = 2
@@ -54,13 +79,31 @@ class EmbedParams:
     thresholds: dict[str, float] = field(default_factory=dict)   # "7x7" -> 0.3 overrides
     null_model: bool = True
     threads: int | None = None           # CPU threads for torch; None: every core this process may use
+    threshold_rule: str = "published"    # one of THRESHOLD_RULES
+    alpha: float = DEFAULT_ALPHA         # calibrated thresholds: null classified at most alpha
+    latent_dims: dict[str, int] = field(default_factory=dict)    # "3x3" -> 1 overrides latent_dim
+    per_model: bool = False              # one autoencoder (and null) per model and size
 
     def threshold(self, kh: int, kw: int) -> float:
+        """The fixed threshold of a size (an explicit override, else the paper's rule by tap count)."""
         return self.thresholds.get(f"{kh}x{kw}", default_threshold(kh, kw))
 
-    def train_kwargs(self, progress: bool) -> dict:
+    def threshold_source(self, kh: int, kw: int) -> str:
+        """Which threshold a size uses: 'override', 'published', 'fixed' or 'calibrated'."""
+        if f"{kh}x{kw}" in self.thresholds:
+            return "override"
+        if self.threshold_rule == "fixed" or not self.null_model:
+            return "fixed"
+        if self.threshold_rule == "published" and published_threshold(kh, kw) is not None:
+            return "published"
+        return "calibrated"
+
+    def latent(self, kh: int, kw: int) -> int:
+        return int(self.latent_dims.get(f"{kh}x{kw}", self.latent_dim))
+
+    def train_kwargs(self, progress: bool, kh: int | None = None, kw: int | None = None) -> dict:
         """Keyword arguments for autoencoder.train_autoencoder (None means its default)."""
-        chosen = dict(latent_dim=self.latent_dim, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+        chosen = dict(latent_dim=self.latent(kh, kw) if kh else self.latent_dim, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                       seed=self.seed, device=self.device, progress=progress, hidden=self.hidden,
                       threads=self.threads)
         return {k: v for k, v in chosen.items() if v is not None or k in ("epochs", "threads")}

@@ -9,6 +9,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from kernel_catalog._version import __version__
 from kernel_catalog.store.atomic import staged_file
 from kernel_catalog.store.output import json_text
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams, from_record
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.store import Catalog, WriteSession
@@ -25,8 +27,12 @@ from kernel_catalog.store import Catalog, WriteSession
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunRecord:
+    """One analysis run, as written (`commit_run`) and as read back (`run_record`): params and
+    metrics are decoded once, here; the typed parameters come from `embed_params` /
+    `cluster_params`, per-size metrics from `size_metrics`."""
+
     run: str
     kind: str                      # embed | cluster
     params: dict
@@ -35,6 +41,22 @@ class RunRecord:
     metrics: dict = field(default_factory=dict)
     device: str | None = None
     seconds: float | None = None
+    code_version: str | None = None       # set when read back
+    created_at: datetime | None = None    # set when read back
+
+    def embed_params(self) -> EmbedParams:
+        return from_record(EmbedParams, self.params)
+
+    def cluster_params(self) -> ClusterParams:
+        return from_record(ClusterParams, self.params)
+
+    def size_metrics(self, key: str) -> dict:
+        """Metrics of one kernel size ('7x7'); {} if the run has none for it."""
+        return self.metrics.get(key, {})
+
+    @property
+    def preprocess(self) -> str:
+        return self.params.get("preprocess", "center-l2")
 
 
 def validate_run_name(name: str) -> str:
@@ -43,15 +65,16 @@ def validate_run_name(name: str) -> str:
     return name
 
 
-def run_record(catalog: Catalog, run: str) -> dict | None:
-    """The runs row for `run`, params and metrics decoded, or None."""
+def run_record(catalog: Catalog, run: str) -> RunRecord | None:
+    """The run named `run` (params and metrics decoded), or None."""
     rows = catalog.sql("SELECT * FROM run_records WHERE run = ?", [run]).to_pylist()
     if not rows:
         return None
     row = rows[0]
-    row["params"] = json.loads(row["params"]) if row["params"] else {}
-    row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else {}
-    return row
+    return RunRecord(row["run"], row["kind"], json.loads(row["params"]) if row["params"] else {},
+                     parent=row["parent"], selection=row["selection"],
+                     metrics=json.loads(row["metrics"]) if row["metrics"] else {}, device=row["device"],
+                     seconds=row["seconds"], code_version=row["code_version"], created_at=row["created_at"])
 
 
 def list_runs(catalog: Catalog) -> pa.Table:
@@ -59,14 +82,14 @@ def list_runs(catalog: Catalog) -> pa.Table:
     return catalog.sql("SELECT * FROM runs")
 
 
-def require_run(catalog: Catalog, run: str, kind: str | None = None) -> dict:
+def require_run(catalog: Catalog, run: str, kind: str | None = None) -> RunRecord:
     row = run_record(catalog, run) if catalog.exists() else None
     if row is None:
         known = catalog.sql("SELECT run FROM run_records ORDER BY created_at").column("run").to_pylist() \
             if catalog.exists() else []
         raise CatalogError(f"unknown run '{run}' (runs: {', '.join(known) or 'none yet'}); see `catalog runs`")
-    if kind and row["kind"] != kind:
-        raise CatalogError(f"run '{run}' is a {row['kind']} run; this needs a {kind} run")
+    if kind and row.kind != kind:
+        raise CatalogError(f"run '{run}' is a {row.kind} run; this needs a {kind} run")
     return row
 
 
@@ -123,7 +146,7 @@ def commit_run(
                 con.execute("INSERT INTO result_files VALUES (?, ?, ?, ?, ?)", [record.run, kind, path, n_rows, size])
             if clusters is not None and clusters.num_rows:
                 con.register("new_clusters", clusters)
-                con.execute("INSERT INTO cluster_records SELECT ? AS run, * FROM new_clusters", [record.run])
+                con.execute("INSERT INTO cluster_records BY NAME SELECT ? AS run, * FROM new_clusters", [record.run])
                 con.unregister("new_clusters")
         for path in old:
             (session.root / path).unlink(missing_ok=True)

@@ -51,11 +51,15 @@ class KernelSelection:
         return self._con.sql(
             f"SELECT {columns} FROM kernels WHERE ({self.where}) AND kh = {int(kh)} AND kw = {int(kw)}")
 
-    def load(self, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray]:
-        """(kernel_ids (N,), weights (N, kh*kw) float32) of one size, in memory."""
-        table = self._query(kh, kw, "kernel_id, weights").to_arrow_table()
+    def load(self, kh: int, kw: int, with_model: bool = False) -> tuple[np.ndarray, ...]:
+        """(kernel_ids (N,), weights (N, kh*kw) float32) of one size, in memory; with_model adds
+        each kernel's model name (N,) as a third array."""
+        table = self._query(kh, kw, "kernel_id, weights" + (", model" if with_model else "")).to_arrow_table()
         ids = table.column("kernel_id").to_numpy()
-        return ids, _flat_weights(table.column("weights"), kh * kw)
+        weights = _flat_weights(table.column("weights"), kh * kw)
+        if with_model:
+            return ids, weights, np.asarray(table.column("model").to_pylist(), dtype=object)
+        return ids, weights
 
     def batches(self, kh: int, kw: int, rows: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (kernel_ids, weights) batches of up to `rows` kernels (memory: one batch)."""

@@ -1,76 +1,63 @@
-"""Template families for naming kernels and clusters automatically, for any kernel size.
+"""Template families for naming kernels and clusters, for any kernel size (3-11, non-square, bands).
 
-Every template is a family plus a variant (its scale), rendered on a (kh, kw) grid, then
-preprocessed like the kernels (centred, unit L2), so a cosine is a plain dot product.
-Matching is sign-aware: a template's negation is a different family (dog-on vs dog-off).
+A name is structured: a *family* (the shape, without sign or direction), a *polarity* and an
+*orientation* where the shape has them, and a *scale*:
 
-Geometry: the grid centre is ((kh-1)/2, (kw-1)/2); x grows to the right (columns), y grows
-*up* (against the row index). Angles are in degrees, counter-clockwise from +x.
+  family    polarity            orientation (deg, CCW from +x, y up)   scale
+  dog       pos = on-centre     NULL (isotropic)                       sigma (px)
+  deriv1    NULL                0-360: direction of the positive lobe  sigma
+  deriv2    pos = positive      0-180: the derivative's direction;     sigma
+            centre bar          the bar lies across it (-G_uu)
+  saddle    NULL                0-180: axis of the positive lobes      sigma
+                                (G_xy with y up = saddle 045)
+  impulse   pos / neg           NULL (one centre pixel)                NULL
+  square    pos / neg           NULL                                   box half-size (px)
+  cross     pos / neg           NULL                                   arm length (px)
+  user      NULL                NULL                                   NULL (a template file's filter)
 
-Families (stable names; the sign is part of the family, the scale is the variant):
-  dog-on, dog-off          difference of Gaussians G(s) - G(r*s), centre positive / negative;
-                           the Laplacian of Gaussian is a variant of the same family (`log-s*`):
-                           a DoG approximates it, and two families for one shape would split
-                           clusters by noise.
-  deriv1-000 ... deriv1-315  first-order Gaussian derivative whose *positive* lobe points to
-                           the angle (8 directions every 45 deg: 4 orientations x 2 signs, so
-                           deriv1-045 and deriv1-225 are each other's negation).
-  deriv2-{xx,yy,xy}-{pos,neg}  second-order Gaussian derivatives; for xx/yy "pos" means a
-                           positive centre bar (-G_xx: a vertical bar for xx), for xy "pos" means
-                           positive top-right and bottom-left quadrants (G_xy with y up).
-  square-on, square-off    a centred box (+) against its surround (-), box half-sizes h.
-  cross-on, cross-off      a one-pixel-wide plus sign (+) against the rest (-), arm lengths a.
-Scales depend on the kernel size (see `default_scales`). Templates that vanish after centring
-(e.g. a vertical derivative on a 1x7 band) are dropped, and near-duplicates (cos >= 0.9999)
-keep only the first in the order above, so every shape, square or band, gets a clean bank.
+Oriented families are steerable (Freeman and Adelson, IEEE PAMI 1991): a first-order Gaussian
+derivative at angle t is cos(t) G_x + sin(t) G_y, a second-order one a combination of
+G, x^2 G, xy G, y^2 G (so of G_xx, G_xy, G_yy). This holds pointwise, so on any sampled grid too.
+A kernel is projected once on each basis and the exact cosine to the steered template is
+evaluated at every whole degree (`ANGLE_STEP`): orientation is found at any angle, never snapped
+to eight templates. On bands (1xk, kx1) only the directions along the band exist.
+
+Readable labels are built from these columns (`label_of`): `dog-pos`, `deriv1-045`,
+`deriv2-090-neg`, `saddle-045`, `impulse-pos`, `square-neg`, `master-key-3`. Orientation in a label
+is bucketed to the nearest multiple of `ORIENTATION_BUCKET` (15 deg) and wrapped into the
+family's period (deriv1 360, deriv2 and saddle 180); the exact angle is in its own column.
+
+Geometry: the grid centre is ((kh-1)/2, (kw-1)/2); x grows to the right (columns), y grows *up*
+(against the row index). Matching is by cosine after centring and unit L2 (sign-aware).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kernel_catalog.errors import CatalogError
 
-DEFAULT_NAME_THRESHOLD = 0.6   # a cluster mean needs cos >= 0.6 to its best template to be named
+DEFAULT_NAME_THRESHOLD = 0.6   # best cosine below this: 'unmatched', never forced
 UNMATCHED = "unmatched"
-# Axis-aligned directions first: on a band (1x7) the diagonals duplicate them and dedup keeps
-# the first, so a horizontal band derivative is named deriv1-000/180, not deriv1-045/135.
-DERIV1_ANGLES = (0, 90, 180, 270, 45, 135, 225, 315)
-FAMILIES: tuple[str, ...] = (
-    "dog-on", "dog-off",
-    *(f"deriv1-{a:03d}" for a in DERIV1_ANGLES),
-    "deriv2-xx-pos", "deriv2-xx-neg", "deriv2-yy-pos", "deriv2-yy-neg",
-    "deriv2-xy-pos", "deriv2-xy-neg",
-    "square-on", "square-off", "cross-on", "cross-off",
-)
-_DEDUP_COS = 0.9999
+FAMILY_NAMES: tuple[str, ...] = ("dog", "deriv1", "deriv2", "saddle", "impulse", "square", "cross")
+PERIOD = {"deriv1": 360, "deriv2": 180, "saddle": 180}          # oriented families
+POLARIZED = ("dog", "deriv2", "impulse", "square", "cross")      # families with a centre sign
+ANGLE_STEP = 1              # degrees between evaluated orientations (exact steering at each)
+ORIENTATION_BUCKET = 15     # degrees: labels round the orientation to a multiple of this
 
 
-@dataclass(frozen=True)
-class TemplateSet:
-    """Templates for one kernel size: row i of `matrix` is family[i] / variant[i]."""
-
-    kh: int
-    kw: int
-    families: tuple[str, ...]
-    variants: tuple[str, ...]
-    matrix: np.ndarray            # (T, kh*kw) float32, centred, unit L2 norm
-
-    def __len__(self) -> int:
-        return len(self.families)
-
-    def names(self) -> list[str]:
-        return [f"{f}/{v}" for f, v in zip(self.families, self.variants)]
-
-    def __add__(self, other: "TemplateSet") -> "TemplateSet":
-        if (self.kh, self.kw) != (other.kh, other.kw):
-            raise ValueError(f"cannot join {self.kh}x{self.kw} and {other.kh}x{other.kw} templates")
-        return TemplateSet(self.kh, self.kw, self.families + other.families,
-                           self.variants + other.variants,
-                           np.concatenate([self.matrix, other.matrix]).astype(np.float32))
+def label_of(family: str, polarity: str | None = None, orientation: float | None = None) -> str:
+    """Readable label from the structured name: family[-OOO][-pol] (see the module docstring)."""
+    parts = [family]
+    if family in PERIOD and orientation is not None and np.isfinite(orientation):
+        period = PERIOD[family]
+        parts.append(f"{int(round(orientation / ORIENTATION_BUCKET) * ORIENTATION_BUCKET) % period:03d}")
+    if polarity:
+        parts.append(polarity)
+    return "-".join(parts)
 
 
 # ---------------------------------------------------------------- rendering (pure maths)
@@ -84,140 +71,195 @@ def _coords(kh: int, kw: int, offset: tuple[float, float]) -> tuple[np.ndarray, 
     return x, y
 
 
-def _gauss(x: np.ndarray, y: np.ndarray, s: float) -> np.ndarray:
-    return np.exp(-(x * x + y * y) / (2 * s * s)) / (2 * np.pi * s * s)
-
-
 def _overlap(c: np.ndarray, half: float) -> np.ndarray:
     """Length of [c-0.5, c+0.5] inside [-half, half]: box edges that survive sub-pixel shifts."""
     return np.clip(np.minimum(c + 0.5, half) - np.maximum(c - 0.5, -half), 0.0, 1.0)
 
 
-def _sign(family: str) -> float:
-    return -1.0 if family.endswith(("-off", "-neg")) else 1.0
+def render(family: str, kh: int, kw: int, *, sigma: float = 1.0, ratio: float = 2.0, size: int = 1,
+           log: bool = False, offset: tuple[float, float] = (0.0, 0.0), orientation: float = 0.0,
+           polarity: str | None = "pos", anisotropy: float = 1.0) -> np.ndarray:
+    """One family member as a raw (kh*kw,) float64 pattern (not normalised).
 
-
-def render(family: str, kh: int, kw: int, *, sigma: float = 1.0, ratio: float = 2.0,
-           size: int = 1, log: bool = False, offset: tuple[float, float] = (0.0, 0.0),
-           angle_jitter: float = 0.0) -> np.ndarray:
-    """Render one family member as a raw (kh*kw,) float64 pattern (not normalised).
-
-    sigma: Gaussian scale in pixels (dog, deriv1, deriv2); ratio: surround/centre sigma (dog);
-    log: draw the Laplacian of Gaussian instead of a DoG (dog families); size: box half-size
-    (square) or arm length (cross); offset: sub-pixel centre shift (dy, dx) in pixels (dy up);
-    angle_jitter: degrees added to the orientation (deriv1, deriv2).
+    sigma: Gaussian scale (px); ratio: DoG surround / centre; log: Laplacian of Gaussian instead of
+    a DoG; size: square half-size or cross arm length; offset: sub-pixel centre shift (dy, dx);
+    orientation: degrees as in the module docstring; anisotropy: the envelope's sigma along the
+    orientation is sigma * anisotropy, across it sigma / anisotropy; polarity 'neg' negates.
     """
     x, y = _coords(kh, kw, offset)
-    s = float(sigma)
-    if family in ("dog-on", "dog-off"):
-        g = _gauss(x, y, s)
-        r2 = (x * x + y * y) / (s * s)
-        shape = (2.0 - r2) / (s * s) * g if log else g - _gauss(x, y, s * ratio)
-    elif family.startswith("deriv1-"):
-        a = np.deg2rad(int(family.split("-")[1]) + angle_jitter)
-        shape = (x * np.cos(a) + y * np.sin(a)) * _gauss(x, y, s)
-    elif family.startswith("deriv2-"):
-        t = np.deg2rad(angle_jitter)
-        u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
-        g = _gauss(x, y, s)
-        axis = family.split("-")[1]
-        if axis == "xy":
-            shape = u * v * g
-        else:
-            w = u if axis == "xx" else v
-            shape = (1.0 - w * w / (s * s)) * g    # -G_ww up to a positive factor: centre > 0
-    elif family in ("square-on", "square-off"):
+    t = np.deg2rad(orientation - (45.0 if family == "saddle" else 0.0))
+    u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+    su, sv = sigma * anisotropy, sigma / anisotropy
+
+    def gauss(scale: float) -> np.ndarray:
+        return np.exp(-((u / (su * scale)) ** 2 + (v / (sv * scale)) ** 2) / 2) / (2 * np.pi * su * sv * scale ** 2)
+
+    if family == "dog":
+        r2 = (u / su) ** 2 + (v / sv) ** 2
+        shape = (2.0 - r2) * gauss(1.0) if log else gauss(1.0) - gauss(ratio)
+    elif family == "deriv1":
+        shape = u * gauss(1.0)
+    elif family == "deriv2":
+        shape = (1.0 - (u / su) ** 2) * gauss(1.0)      # -G_uu up to a positive factor
+    elif family == "saddle":
+        shape = u * v * gauss(1.0)
+    elif family == "impulse":
+        shape = _overlap(x, 0.5) * _overlap(y, 0.5)
+    elif family == "square":
         shape = _overlap(x, size + 0.5) * _overlap(y, size + 0.5)
-    elif family in ("cross-on", "cross-off"):
+    elif family == "cross":
         ox, oy = _overlap(x, size + 0.5), _overlap(y, size + 0.5)
         cx, cy = _overlap(x, 0.5), _overlap(y, 0.5)
         shape = ox * cy + cx * oy - cx * cy
     else:
-        raise ValueError(f"unknown template family {family!r}; known: {', '.join(FAMILIES)}")
-    return (_sign(family) * shape).reshape(-1)
-
-
-def opposite_family(family: str) -> str:
-    """The family of the negated pattern (dog-on <-> dog-off, deriv1-045 <-> deriv1-225, ...)."""
-    if family.startswith("deriv1-"):
-        return f"deriv1-{(int(family.split('-')[1]) + 180) % 360:03d}"
-    for a, b in (("-on", "-off"), ("-pos", "-neg")):
-        if family.endswith(a):
-            return family[: -len(a)] + b
-        if family.endswith(b):
-            return family[: -len(b)] + a
-    raise ValueError(f"family {family!r} has no sign-flipped partner")
+        raise ValueError(f"unknown template family {family!r}; known: {', '.join(FAMILY_NAMES)}")
+    sign = -1.0 if polarity == "neg" else 1.0
+    return (sign * shape).reshape(-1)
 
 
 def default_scales(kh: int, kw: int) -> dict[str, tuple]:
-    """Scale grids for a kernel size: sigmas from 0.6 px to 0.6 x the radius (4 steps),
-    DoG surround ratios (1.6, 2.5), box half-sizes 1..r-1 (0 for 3-wide kernels), arms 1..r."""
+    """Scale grids for a kernel size: derivative sigmas from 0.6 px to 0.6 x the radius (4 steps);
+    DoG sigmas from 0.8 px (a DoG at 0.6 px has cosine 0.97 with a one-pixel impulse: that shape is
+    the impulse family), surround ratios (1.6, 2.5); box half-sizes 1..r-1, arms 1..r."""
     r = (max(kh, kw) - 1) / 2.0
     sigmas = tuple(float(s) for s in np.round(np.geomspace(0.6, max(0.8, 0.6 * r), 4), 3))
-    boxes = tuple(range(1, int(r))) if r >= 2 else (0,)
-    arms = tuple(range(1, int(r) + 1)) if r >= 1 else (0,)
-    return {"sigma": sigmas, "ratio": (1.6, 2.5), "box": boxes, "arm": arms}
+    dog = tuple(float(s) for s in np.round(np.geomspace(0.8, max(1.0, 0.6 * r), 4), 3))
+    boxes = tuple(range(1, max(int(r), 2)))
+    arms = tuple(range(1, int(r) + 1)) if r >= 1 else (1,)
+    return {"sigma": sigmas, "dog_sigma": dog, "ratio": (1.6, 2.5), "box": boxes, "arm": arms}
 
 
-def _fits(family: str, kh: int, kw: int) -> bool:
-    """False for families that need an axis a band lacks: on a 1x7 band, -G_yy is just a
-    Gaussian bump and a cross is just a bar, so those names would mislead."""
-    needs_rows = family.startswith(("deriv2-yy", "deriv2-xy", "cross"))
-    needs_cols = family.startswith(("deriv2-xx", "deriv2-xy", "cross"))
-    return not (needs_rows and kh == 1) and not (needs_cols and kw == 1)
-
-
-def _variants(family: str, sc: dict[str, tuple]) -> list[tuple[str, dict]]:
-    if family.startswith("dog-"):
-        out = [(f"s{s:.2f}-r{r:.1f}", {"sigma": s, "ratio": r}) for s in sc["sigma"] for r in sc["ratio"]]
-        return out + [(f"log-s{s:.2f}", {"sigma": s, "log": True}) for s in sc["sigma"]]
-    if family.startswith("deriv"):
-        return [(f"s{s:.2f}", {"sigma": s}) for s in sc["sigma"]]
-    if family.startswith("square-"):
-        return [(f"h{h}", {"size": h}) for h in sc["box"]]
-    return [(f"a{a}", {"size": a}) for a in sc["arm"]]
-
-
-def _unit_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unit_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centre rows and scale them to unit norm; also return the centred norms."""
     c = m - m.mean(axis=1, keepdims=True)
     n = np.linalg.norm(c, axis=1)
     return c / np.where(n > 0, n, 1.0)[:, None], n
 
 
-def _dedup(families: list[str], variants: list[str], rows: np.ndarray
-           ) -> tuple[list[str], list[str], np.ndarray]:
-    """Keep the first of every group of near-identical templates (cos >= 0.9999)."""
-    keep: list[int] = []
-    for i in range(len(rows)):
-        if not keep or (rows[keep] @ rows[i]).max() < _DEDUP_COS:
-            keep.append(i)
-    return [families[i] for i in keep], [variants[i] for i in keep], rows[keep]
+# ---------------------------------------------------------------- the bank
+
+@dataclass(frozen=True)
+class Steered:
+    """One steerable (family, sigma): templates = coeffs @ basis at every angle, exact."""
+
+    family: str
+    sigma: float
+    basis: np.ndarray          # (m, k) centred, not normalised
+    coeffs: np.ndarray         # (A, m)
+    norms: np.ndarray          # (A,) norm of each steered template
+    angles: np.ndarray         # (A,) degrees
+    polarity: tuple            # (A,) 'pos' / 'neg' / None
 
 
-def make_templates(kh: int, kw: int, families: tuple[str, ...] = FAMILIES,
-                   scales: dict[str, tuple] | None = None) -> TemplateSet:
-    """Build the template bank for a (kh, kw) kernel (any size, square or not)."""
+@dataclass(frozen=True)
+class TemplateBank:
+    """Templates for one size: fixed rows (isotropic shapes and user filters) plus steered sets."""
+
+    kh: int
+    kw: int
+    families: tuple[str, ...]          # per fixed row
+    polarities: tuple                  # per fixed row, 'pos' / 'neg' / None
+    scales: tuple                      # per fixed row, float or None
+    variants: tuple[str, ...]          # per fixed row
+    matrix: np.ndarray                 # (T, k) float32, centred, unit L2
+    steered: tuple[Steered, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.families) + sum(len(s.angles) for s in self.steered)
+
+    def family_names(self) -> list[str]:
+        return list(dict.fromkeys([*self.families, *(s.family for s in self.steered)]))
+
+    def __add__(self, other: "TemplateBank") -> "TemplateBank":
+        if (self.kh, self.kw) != (other.kh, other.kw):
+            raise ValueError(f"cannot join {self.kh}x{self.kw} and {other.kh}x{other.kw} templates")
+        return TemplateBank(self.kh, self.kw, self.families + other.families, self.polarities + other.polarities,
+                            self.scales + other.scales, self.variants + other.variants,
+                            np.concatenate([self.matrix, other.matrix]).astype(np.float32),
+                            self.steered + other.steered)
+
+
+def _band_angles(kh: int, kw: int, family: str) -> np.ndarray:
+    """Orientations evaluated: every ANGLE_STEP degrees; on a band only those along its axis."""
+    period = PERIOD[family]
+    if kh > 1 and kw > 1:
+        return np.arange(0, period, ANGLE_STEP, dtype=np.float64)
+    if family == "saddle":
+        return np.empty(0)
+    along = 0.0 if kh == 1 else 90.0
+    return np.array([a for a in (along, along + 180.0) if a < period])
+
+
+def _steered(family: str, kh: int, kw: int, sigma: float) -> Steered | None:
+    x, y = _coords(kh, kw, (0.0, 0.0))
+    g = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    angles = _band_angles(kh, kw, family)
+    if not len(angles):
+        return None
+    t = np.deg2rad(angles)
+    c, s = np.cos(t), np.sin(t)
+    if family == "deriv1":
+        basis = np.stack([x * g, y * g]).reshape(2, -1)
+        coeffs, pol = np.stack([c, s], axis=1), (None,) * len(t)
+    else:
+        basis = np.stack([g, x * x * g, x * y * g, y * y * g]).reshape(4, -1)
+        if family == "deriv2":   # 1 - u^2/s^2, u = x c + y s
+            one = np.stack([np.ones_like(c), -c * c, -2 * c * s, -s * s], axis=1) * [1, *(1 / sigma ** 2,) * 3]
+            coeffs = np.concatenate([one, -one])
+            angles = np.concatenate([angles, angles])
+            pol = ("pos",) * len(t) + ("neg",) * len(t)
+        else:                    # saddle at angle a: u v with u, v rotated by a - 45
+            c2, s2 = np.cos(t - np.pi / 4), np.sin(t - np.pi / 4)
+            coeffs = np.stack([np.zeros_like(c), -c2 * s2, c2 * c2 - s2 * s2, c2 * s2], axis=1)
+            pol = (None,) * len(t)
+    basis = basis - basis.mean(axis=1, keepdims=True)
+    norms = np.sqrt(np.maximum(np.einsum("am,mn,an->a", coeffs, basis @ basis.T, coeffs), 0.0))
+    keep = norms > 1e-9 * max(norms.max(), 1e-30)
+    if not keep.any():
+        return None
+    return Steered(family, float(sigma), basis, coeffs[keep], norms[keep], angles[keep],
+                   tuple(p for p, k in zip(pol, keep) if k))
+
+
+def _fixed_rows(kh: int, kw: int, sc: dict) -> list[tuple[str, str | None, float | None, str, np.ndarray]]:
+    rows = []
+    for pol in ("pos", "neg"):
+        for s in sc["dog_sigma"]:
+            for r in sc["ratio"]:
+                rows.append(("dog", pol, s, f"s{s:.2f}-r{r:.1f}", render("dog", kh, kw, sigma=s, ratio=r, polarity=pol)))
+            ls = round(1.25 * s, 3)   # a LoG is sharper than a DoG of the same sigma (LoG at 0.8 px ~ impulse)
+            rows.append(("dog", pol, ls, f"log-s{ls:.2f}", render("dog", kh, kw, sigma=ls, log=True, polarity=pol)))
+        rows.append(("impulse", pol, None, "px", render("impulse", kh, kw, polarity=pol)))
+        for h in sc["box"]:
+            rows.append(("square", pol, float(h), f"h{h}", render("square", kh, kw, size=h, polarity=pol)))
+        if kh > 1 and kw > 1:    # on a band a cross is just a bar
+            for a in sc["arm"]:
+                rows.append(("cross", pol, float(a), f"a{a}", render("cross", kh, kw, size=a, polarity=pol)))
+    return rows
+
+
+def make_templates(kh: int, kw: int, scales: dict[str, tuple] | None = None,
+                   families: tuple[str, ...] = FAMILY_NAMES) -> TemplateBank:
+    """The built-in bank for a (kh, kw) kernel (any size, square or not)."""
     if kh < 1 or kw < 1 or kh * kw < 2:
         raise ValueError(f"templates need at least 2 taps, got {kh}x{kw}")
     sc = scales or default_scales(kh, kw)
-    fams, vars_, rows = [], [], []
-    for fam in (f for f in families if _fits(f, kh, kw)):
-        for variant, params in _variants(fam, sc):
-            fams.append(fam)
-            vars_.append(variant)
-            rows.append(render(fam, kh, kw, **params))
-    unit, norms = _unit_rows(np.array(rows, dtype=np.float64))
-    ok = norms > 1e-6 * np.abs(np.array(rows)).max(axis=1).clip(1e-30)   # vanished on this grid
-    f, v, m = _dedup([x for x, o in zip(fams, ok) if o], [x for x, o in zip(vars_, ok) if o], unit[ok])
-    return TemplateSet(kh, kw, tuple(f), tuple(v), m.astype(np.float32))
+    rows = [r for r in _fixed_rows(kh, kw, sc) if r[0] in families]
+    raw = np.array([r[4] for r in rows], dtype=np.float64)
+    unit, norms = unit_rows(raw)
+    ok = norms > 1e-6 * np.abs(raw).max(axis=1).clip(1e-30)     # vanished on this grid (a 3x3 box)
+    kept = [r for r, o in zip(rows, ok) if o]
+    steered = tuple(s for fam in ("deriv1", "deriv2", "saddle") if fam in families
+                    for sigma in sc["sigma"] for s in [_steered(fam, kh, kw, sigma)] if s is not None)
+    return TemplateBank(kh, kw, tuple(r[0] for r in kept), tuple(r[1] for r in kept), tuple(r[2] for r in kept),
+                        tuple(r[3] for r in kept), unit[ok].astype(np.float32), steered)
 
 
-def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateSet:
+def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateBank:
     """Read a text file of blocks "Filter N:" followed by kh rows of kw floats.
 
-    Block "Filter N:" becomes family "master-key-N" (another header becomes its slug), variant
-    "file". Filters are re-centred and scaled to unit norm like every template.
+    Block "Filter N:" becomes family "master-key-N" (another header becomes its slug); filters
+    are re-centred and scaled to unit norm like every template; no polarity, orientation, scale.
     """
     p = Path(path)
     try:
@@ -247,68 +289,8 @@ def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateSe
     for name, vals in zip(names, blocks):
         if len(vals) != kh * kw:
             raise CatalogError(f"{p}: block {name!r} has {len(vals)} values, expected {kh}x{kw}={kh * kw}")
-    unit, norms = _unit_rows(np.array(blocks, dtype=np.float64))
+    unit, norms = unit_rows(np.array(blocks, dtype=np.float64))
     if (norms == 0).any():
         raise CatalogError(f"{p}: a filter is constant and cannot be used as a template")
-    return TemplateSet(kh, kw, tuple(names), ("file",) * len(names), unit.astype(np.float32))
-
-
-# ---------------------------------------------------------------- matching
-
-def match(kernels: np.ndarray, templates: TemplateSet, chunk: int = 65536
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best template per kernel by cosine, sign-aware (no abs).
-
-    kernels: (N, kh*kw); rows are re-centred and normalised here, so any preprocessing works.
-    Returns (best_family (N,) str, best_variant (N,) str, best_score (N,) float32 in [-1, 1]);
-    all-zero rows (unusable kernels) get score 0 and the first template's name.
-    """
-    k = np.asarray(kernels, dtype=np.float32)
-    if k.ndim != 2 or k.shape[1] != templates.matrix.shape[1]:
-        raise ValueError(f"kernels of shape {k.shape} do not fit {templates.kh}x{templates.kw} templates")
-    idx = np.zeros(len(k), dtype=np.int64)
-    score = np.zeros(len(k), dtype=np.float32)
-    for lo in range(0, len(k), chunk):
-        unit, _ = _unit_rows(k[lo:lo + chunk].astype(np.float64))
-        cos = unit.astype(np.float32) @ templates.matrix.T
-        idx[lo:lo + chunk] = cos.argmax(axis=1)
-        score[lo:lo + chunk] = cos.max(axis=1)
-    fam = np.asarray(templates.families, dtype=object)[idx]
-    var = np.asarray(templates.variants, dtype=object)[idx]
-    return fam, var, score
-
-
-def family_margin(kernels: np.ndarray, templates: TemplateSet) -> np.ndarray:
-    """Per kernel: best cosine over all templates minus the best cosine of any *other* family.
-
-    Near 0: the kernel sits between two families and its name is a coin toss; large: clear.
-    """
-    unit, _ = _unit_rows(np.asarray(kernels, dtype=np.float64))
-    cos = unit.astype(np.float32) @ templates.matrix.T                   # (N, T)
-    families = np.asarray(templates.families, dtype=object)
-    names = list(dict.fromkeys(templates.families))
-    per_family = np.stack([cos[:, families == f].max(axis=1) for f in names], axis=1)   # (N, F)
-    if per_family.shape[1] < 2:
-        return np.full(len(unit), np.nan, np.float32)
-    top2 = np.sort(per_family, axis=1)[:, -2:]
-    return (top2[:, 1] - top2[:, 0]).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class ClusterNames:
-    """Per cluster: the name given ('unmatched' below the threshold) and the raw best match."""
-
-    names: list[str]
-    best_family: list[str]
-    best_variant: list[str]
-    scores: np.ndarray
-    threshold: float
-
-
-def name_clusters(cluster_means: np.ndarray, templates: TemplateSet,
-                  threshold: float = DEFAULT_NAME_THRESHOLD) -> ClusterNames:
-    """Name each cluster by its mean kernel's best template family; never force a name:
-    a best cosine below `threshold` (default 0.6) gives 'unmatched'."""
-    fam, var, score = match(cluster_means, templates)
-    names = [f if s >= threshold else UNMATCHED for f, s in zip(fam, score)]
-    return ClusterNames(names, list(fam), list(var), score, threshold)
+    n = len(names)
+    return TemplateBank(kh, kw, tuple(names), (None,) * n, (None,) * n, ("file",) * n, unit.astype(np.float32))

@@ -20,7 +20,7 @@ from kernel_catalog.store.query import run_query
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import require_run
 from kernel_catalog.store import Catalog
-from kernel_catalog.analysis.templates import FAMILIES, UNMATCHED
+from kernel_catalog.analysis.templates import FAMILY_NAMES, UNMATCHED
 
 SORT_KEYS = ("cluster", "model", "layer_index", "l2")
 DEFAULT_LIMIT = 400
@@ -125,17 +125,21 @@ def kernel_sample(catalog: Catalog, where: str | None = None, sort_by: str | Non
 
 
 def label_order(labels) -> list[str]:
-    """A fixed order for label names: template families first (in their order), then others
-    alphabetically, `unmatched` last (the same in every figure and page)."""
+    """A fixed order for label names: built-in families first (in their order, then by label:
+    polarity and orientation), then others alphabetically, `unmatched` last (the same in every
+    figure and page). An ambiguous name `a|b` sorts with `a`."""
     present = set(labels)
-    known = [f for f in FAMILIES if f in present]
-    others = sorted(present - set(FAMILIES) - {UNMATCHED})
-    return known + others + ([UNMATCHED] if UNMATCHED in present else [])
+
+    def key(label: str):
+        family = label.split("|")[0].split("-")[0]
+        rank = FAMILY_NAMES.index(family) if family in FAMILY_NAMES else len(FAMILY_NAMES)
+        return (label == UNMATCHED, rank, label)
+
+    return sorted(present, key=key)
 
 
-def _preprocess_method(catalog: Catalog, record: dict) -> str:
-    parent = require_run(catalog, record["parent"], "embed") if record.get("parent") else {"params": {}}
-    return parent["params"].get("preprocess", "center-l2")
+def _preprocess_method(catalog: Catalog, record) -> str:
+    return require_run(catalog, record.parent, "embed").preprocess if record.parent else "center-l2"
 
 
 def cluster_prototypes(catalog: Catalog, run: str) -> list[dict]:
@@ -143,7 +147,7 @@ def cluster_prototypes(catalog: Catalog, run: str) -> list[dict]:
     `mean` (kh, kw) and `medoid` (kh, kw, preprocessed like the run's kernels, or None)."""
     record = require_run(catalog, run, "cluster")
     rows = run_query(catalog, """
-        SELECT c.kh, c.kw, c.cluster, c.label, c.template, c.score, c.n_kernels, c.share, c.mean_kernel,
+        SELECT c.kh, c.kw, c.cluster, c.label, c.template, c.score, c.margin, c.n_kernels, c.share, c.mean_kernel,
                c.medoid_kernel_id, k.weights AS medoid_weights, k.model AS medoid_model,
                k.layer_index AS medoid_layer_index, k.channel AS medoid_channel
         FROM clusters c LEFT JOIN kernels k ON k.kernel_id = c.medoid_kernel_id

@@ -54,24 +54,35 @@ _METADATA = {
     "svg": {"Creator": "Kernel Catalog", "Date": None},
 }
 
-# Fixed colours per label family (template names), so a family looks the same in every figure.
-LABEL_COLORS = {
-    "dog-on": "#d62728", "dog-off": "#1f77b4",
-    "deriv1-000": "#2ca02c", "deriv1-090": "#98df8a", "deriv1-180": "#17becf", "deriv1-270": "#9edae5",
-    "deriv1-045": "#bcbd22", "deriv1-135": "#dbdb8d", "deriv1-225": "#8c564b", "deriv1-315": "#c49c94",
-    "deriv2-xx-pos": "#ff7f0e", "deriv2-xx-neg": "#ffbb78", "deriv2-yy-pos": "#9467bd",
-    "deriv2-yy-neg": "#c5b0d5", "deriv2-xy-pos": "#e377c2", "deriv2-xy-neg": "#f7b6d2",
-    "square-on": "#393b79", "square-off": "#6b6ecf", "cross-on": "#637939", "cross-off": "#b5cf6b",
+# Fixed colours per family and polarity, so a family looks the same in every figure; oriented
+# families get lighter with the orientation (0 deg darkest). `a|b` takes the colour of `a`.
+FAMILY_COLORS = {
+    "dog-pos": "#d62728", "dog-neg": "#1f77b4", "impulse-pos": "#7f0000", "impulse-neg": "#08306b",
+    "deriv1": "#2ca02c", "deriv2-pos": "#ff7f0e", "deriv2-neg": "#9467bd", "saddle": "#e377c2",
+    "square-pos": "#393b79", "square-neg": "#6b6ecf", "cross-pos": "#637939", "cross-neg": "#b5cf6b",
     UNMATCHED: "#9e9e9e",
 }
+LABEL_COLORS = FAMILY_COLORS     # the name this module exported before
 _EXTRA_COLORS = ("#843c39", "#d6616b", "#7b4173", "#ce6dbd", "#8c6d31", "#e7ba52", "#5254a3", "#9c9ede")
+_PERIODS = {"deriv1": 360, "deriv2": 180, "saddle": 180}
 
 
 def label_color(label: str) -> str:
-    """The colour of a cluster label: fixed for the built-in families, `unmatched` grey, and a
-    stable hash-picked colour for families from a user's template file."""
-    if label in LABEL_COLORS:
-        return LABEL_COLORS[label]
+    """The colour of a cluster label: fixed for the built-in families (lighter with the
+    orientation for oriented ones), `unmatched` grey, and a stable hash-picked colour for
+    families from a user's template file."""
+    label = label.split("|")[0]
+    parts = label.split("-")
+    family = parts[0]
+    base = "-".join([family] + [p for p in parts[1:] if p in ("pos", "neg")])
+    if base in FAMILY_COLORS:
+        color = FAMILY_COLORS[base]
+        angles = [p for p in parts[1:] if p.isdigit()]
+        if family in _PERIODS and angles:
+            from matplotlib.colors import to_hex, to_rgb
+            mix = 0.6 * (int(angles[0]) % _PERIODS[family]) / _PERIODS[family]
+            color = to_hex(tuple((1 - mix) * c + mix for c in to_rgb(color)))
+        return color
     return _EXTRA_COLORS[int(hashlib.sha1(label.encode()).hexdigest(), 16) % len(_EXTRA_COLORS)]
 
 
@@ -305,7 +316,9 @@ def draw_clusters(clusters: Sequence[dict], scale: str = "shared", title: str | 
                 pair = scaled[members[c]]
                 shown = ax.imshow(prototype_image(pair[0], pair[1] if len(pair) > 1 else None),
                                   cmap=_cmap(), norm=norm, interpolation="nearest", aspect="equal")
-                ax.set_title(f"{cluster['label']}\ncos {cluster['score']:.2f} · {100 * cluster['share']:.0f}%",
+                margin = cluster.get("margin")
+                ax.set_title(f"{cluster['label']}\ncos {cluster['score']:.2f}"
+                             + ("" if margin is None else f" · m {margin:.2f}") + f" · {100 * cluster['share']:.0f}%",
                              fontsize=5.5, pad=1.5, color=_text_color(cluster["label"]))
                 if c == 0:
                     ax.set_ylabel(f"{size[0]}x{size[1]}", fontsize=6, rotation=0, ha="right", va="center")

@@ -25,6 +25,7 @@ from typing import Callable
 from kernel_catalog.report import figures as fg
 from kernel_catalog.report import _figures_data as data
 from kernel_catalog.errors import CatalogError
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
 from kernel_catalog.analysis.runs import require_run
 from kernel_catalog.store import Catalog
 
@@ -202,11 +203,11 @@ def _index_html(run, record, models, runs, in_run, table1, clusters, classified_
                for r in table1]
     cluster_rows = [[f'<a href="clusters/{cluster_page(c)}.html">{_img(c["_img"], cluster_page(c), "thumb")}</a>',
                      f'{c["kh"]}x{c["kw"]}', f'<a href="clusters/{cluster_page(c)}.html">#{c["cluster"]}</a>',
-                     _swatch(c["label"]), _e(c["template"]), f'{c["score"]:.3f}', c["n_kernels"],
+                     _swatch(c["label"]), _e(c["template"]), f'{c["score"]:.3f}', _margin(c), c["n_kernels"],
                      f'{100 * c["share"]:.1f}'] for c in clusters]
     body = (
-        f'<p class="note">Run <strong>{_e(run)}</strong> (cluster run of embed run {_e(record["parent"])}), '
-        f'selection <code>{_e(record["selection"])}</code>. Static pages written by <code>catalog gallery</code>.</p>\n'
+        f'<p class="note">Run <strong>{_e(run)}</strong> (cluster run of embed run {_e(record.parent)}), '
+        f'selection <code>{_e(record.selection)}</code>. Static pages written by <code>catalog gallery</code>.</p>\n'
         "<h2>Models</h2>\n"
         + _table(["model", "adapter", "trained", "layers", "kernels", "sizes", f"clustered in {run}"], model_rows,
                  numeric={3, 4, 6}, raw={0, 1, 5})
@@ -216,9 +217,10 @@ def _index_html(run, record, models, runs, in_run, table1, clusters, classified_
         + _table(["model", "kernels", "usable", "classified %", "null classified %"], t1_rows, numeric={1, 2, 3, 4})
         + "\n<h2>Clusters</h2>\n" + _img(overview_img, "cluster prototypes")
         + '<p class="note">Prototype (mean kernel) and medoid of each cluster, each scaled to its own max |w|; '
-          "names are the best-matching template family (cosine), <em>unmatched</em> below the threshold.</p>\n"
-        + _table(["prototype | medoid", "size", "cluster", "name", "template", "score", "kernels", "share %"],
-                 cluster_rows, numeric={5, 6, 7}, raw={0, 2, 3, 4})
+          "names are the best-matching template family (cosine), <em>unmatched</em> below the threshold, "
+          f"<em>a|b</em> when the margin to the next family is below {AMBIGUOUS_MARGIN}.</p>\n"
+        + _table(["prototype | medoid", "size", "cluster", "name", "template", "score", "margin", "kernels", "share %"],
+                 cluster_rows, numeric={5, 6, 7, 8}, raw={0, 2, 3, 4})
     )
     return _page(f"Kernel Catalog gallery: run {run}", body)
 
@@ -248,6 +250,10 @@ def _model_html(run: str, model: dict, layers: list[dict], shares: data.LayerSha
     return _page(f"Model {model['model']}", meta + figure + "\n<h2>Layers</h2>\n" + _table(headers, rows, numeric), 1)
 
 
+def _margin(cluster: dict) -> str:
+    return "" if cluster.get("margin") is None else f'{cluster["margin"]:.3f}'
+
+
 def _cluster_html(run: str, cluster: dict, proto: str, member_img: str, sample: data.KernelSample,
                   per_model: dict[str, int]) -> str:
     medoid = ("none" if cluster["medoid_kernel_id"] in (None, -1) or cluster.get("medoid_model") is None else
@@ -256,6 +262,7 @@ def _cluster_html(run: str, cluster: dict, proto: str, member_img: str, sample: 
     facts = _table(["", ""], [
         ["name", _swatch(cluster["label"])], ["template", _e(cluster["template"])],
         ["score (cos of the mean kernel to the template)", f'{cluster["score"]:.3f}'],
+        ["margin (score minus the next family's best cosine)", _margin(cluster)],
         ["kernel size", f'{cluster["kh"]}x{cluster["kw"]}'], ["kernels", cluster["n_kernels"]],
         ["share of its size", f'{100 * cluster["share"]:.1f} %'], ["medoid kernel_id", medoid],
     ], raw={1})

@@ -1,7 +1,9 @@
 """`catalog report`: the paper's Table 1 and Figure 8 (as tables) from a run, through SQL only.
 
 - by model (Table 1): kernels, usable, classified %, and the null model's classified % for the
-  same kernel-size mix (an iid Gaussian control run through the same protocol);
+  same kernel-size mix (an iid Gaussian control run through the same protocol), at the threshold
+  the run uses and, beside it, at the paper's fixed threshold and at the calibrated one (the null
+  classified at most alpha);
 - by layer / depth (Figure 8): the share of each named cluster per layer or depth bin;
 - by kernel_size: classified % vs null and cluster shares per size;
 - by cluster: each cluster's name, best template, match score and share.
@@ -12,32 +14,74 @@ from __future__ import annotations
 import pyarrow as pa
 
 from kernel_catalog.errors import CatalogError
-from kernel_catalog.analysis.runs import require_run
+from kernel_catalog.analysis.params import MIN_VERDICT_KERNELS
+from kernel_catalog.analysis.runs import RunRecord, require_run
 from kernel_catalog.store import Catalog
 
 GROUPINGS = ("model", "layer", "depth", "kernel_size", "cluster")
 DEPTH_BINS = 5
+_THRESHOLD_FIELDS = ("threshold", "null_classified", "threshold_fixed", "null_classified_fixed",
+                     "threshold_calibrated", "null_classified_calibrated")
 
 
 def _size_table(metrics: dict) -> pa.Table:
-    """Per kernel size: the threshold used and the null model's classified fraction."""
-    rows = [(int(key.split("x")[0]), int(key.split("x")[1]), m.get("threshold"), m.get("null_classified"))
-            for key, m in metrics.items()]
-    return pa.table({"kh": [r[0] for r in rows], "kw": [r[1] for r in rows],
-                     "threshold": pa.array([r[2] for r in rows], pa.float64()),
-                     "null_classified": pa.array([r[3] for r in rows], pa.float64())})
+    """Per kernel size (and model, for per-model runs; NULL model = every model): the thresholds
+    and the null model's classified fraction at each."""
+    rows = []
+    for key, m in metrics.items():
+        kh, kw = (int(v) for v in key.split("x"))
+        for model, mm in (m.get("models") or {None: m}).items():
+            rows.append({"model": model, "kh": kh, "kw": kw, **{f: mm.get(f) for f in _THRESHOLD_FIELDS}})
+    schema = pa.schema([("model", pa.string()), ("kh", pa.int64()), ("kw", pa.int64()),
+                        *((f, pa.float64()) for f in _THRESHOLD_FIELDS)])
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _classification_sql(group: str, extra_select: str = "") -> str:
+    def pct(threshold: str) -> str:
+        return f"round(100 * avg(CASE WHEN e.usable THEN (1 - e.recon_cos < {threshold})::INT END), 1)"
+
+    def null_pct(column: str) -> str:
+        return (f"round(100 * sum(CASE WHEN e.usable THEN s.{column} END) "
+                f"/ nullif(count(*) FILTER (WHERE e.usable), 0), 1)")
+
     return f"""
         SELECT {group}{extra_select}, count(*) AS kernels, count(*) FILTER (WHERE e.usable) AS usable,
-               round(100 * avg(CASE WHEN e.usable THEN (1 - e.recon_cos < s.threshold)::INT END), 1) AS classified_pct,
-               round(100 * sum(CASE WHEN e.usable THEN s.null_classified END)
-                     / nullif(count(*) FILTER (WHERE e.usable), 0), 1) AS null_classified_pct
+               {pct("s.threshold")} AS classified_pct, {null_pct("null_classified")} AS null_classified_pct,
+               {pct("s.threshold_fixed")} AS paper_pct, {null_pct("null_classified_fixed")} AS paper_null_pct,
+               {pct("s.threshold_calibrated")} AS calibrated_pct,
+               {null_pct("null_classified_calibrated")} AS calibrated_null_pct
         FROM embeddings e JOIN kernels k USING (kernel_id)
-             JOIN size_metrics s ON e.kh = s.kh AND e.kw = s.kw
+             JOIN size_metrics s ON e.kh = s.kh AND e.kw = s.kw AND (s.model IS NULL OR s.model = k.model)
         WHERE e.run = $embed_run
         GROUP BY ALL ORDER BY ALL"""
+
+
+def verdict_warnings(catalog: Catalog, run: str) -> list[str]:
+    """One line per kernel size whose classified % is no verdict: fewer usable kernels than
+    MIN_VERDICT_KERNELS, or a null classified above alpha at the paper's fixed threshold."""
+    record = require_run(catalog, run)
+    embed_record = record if record.kind == "embed" else require_run(catalog, record.parent, "embed")
+    lines = []
+    for key, m in sorted(embed_record.metrics.items()):
+        usable, alpha = m.get("usable", 0), m.get("alpha") or embed_record.params.get("alpha", 0.05)
+        null_fixed = m.get("null_classified_fixed")
+        reasons = []
+        if usable < MIN_VERDICT_KERNELS:
+            reasons.append(f"only {usable} usable kernels (fewer than {MIN_VERDICT_KERNELS})")
+        if null_fixed is not None and null_fixed > alpha:
+            reasons.append(f"the null is classified {null_fixed:.0%} at the paper's threshold "
+                           f"{m.get('threshold_fixed', 0):.2f} (above alpha {alpha:.0%})")
+        if reasons:
+            lines.append(f"warning: {key}: too small a selection for a verdict: " + "; ".join(reasons)
+                         + f"; read it at the calibrated threshold ({m.get('threshold_calibrated') or 0:.3f})")
+    return lines
+
+
+def seed_stability_lines(record: RunRecord) -> list[str]:
+    """One line per size of a cluster run: its seed ARI (partition stability across seeds)."""
+    return [f"{key}: seed ARI {m['seed_ari']:.2f} (k={m.get('k')}, {m.get('seed_ari_n')} kernels, 2 further seeds)"
+            for key, m in sorted(record.metrics.items()) if "seed_ari" in m]
 
 
 def _shares_sql(keys: list[str], key_select: str) -> str:
@@ -65,26 +109,32 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
     if by not in GROUPINGS:
         raise CatalogError(f"--by {by}: choose one of {', '.join(GROUPINGS)}")
     record = require_run(catalog, run)
-    embed_run = record["run"] if record["kind"] == "embed" else record["parent"]
-    cluster_run = run if record["kind"] == "cluster" else None
+    embed_run = record.run if record.kind == "embed" else record.parent
+    cluster_run = run if record.kind == "cluster" else None
     embed_record = require_run(catalog, embed_run, "embed")
     if cluster_run is None and by in ("layer", "depth", "cluster"):
         raise CatalogError(f"run '{run}' is an embed run: --by {by} needs a cluster run (see `catalog cluster`)")
     depth_bin = f"least(floor(k.depth * {DEPTH_BINS}), {DEPTH_BINS - 1}) / {DEPTH_BINS}"
     queries = {
         "model": _classification_sql("k.model"),
-        "kernel_size": _classification_sql("e.kh || 'x' || e.kw AS size"),
+        "kernel_size": _classification_sql("e.kh || 'x' || e.kw AS size",
+                                           ", any_value(s.threshold) AS threshold, any_value(c.seed_ari) AS seed_ari")
+        .replace("WHERE e.run", "LEFT JOIN seed_metrics c ON c.size = e.kh || 'x' || e.kw WHERE e.run"),
         "layer": _shares_sql(["model", "layer_index"], "k.model, k.layer_index"),
         "depth": _shares_sql(["depth_from"], f"round({depth_bin}, 2) AS depth_from"),
-        "cluster": """SELECT kh || 'x' || kw AS size, cluster, label, template, round(score, 3) AS score,
-                             round(margin, 3) AS margin, n_kernels, round(share, 3) AS share
+        "cluster": """SELECT kh || 'x' || kw AS size, cluster, label, family, polarity,
+                             round(orientation, 1) AS orientation, round(scale, 2) AS scale, template,
+                             round(score, 3) AS score, round(margin, 3) AS margin, n_kernels, round(share, 3) AS share
                       FROM clusters WHERE run = $cluster_run ORDER BY kh, kw, n_kernels DESC""",
     }
     params = {"embed_run": embed_run, "cluster_run": cluster_run, "classified_only": classified_only}
     sql = queries[by]
     used = {name: value for name, value in params.items() if f"${name}" in sql}
     with catalog.reader() as con:
-        con.register("size_metrics", _size_table(embed_record["metrics"]))
+        con.register("size_metrics", _size_table(embed_record.metrics))
+        seeds = record.metrics if record.kind == "cluster" else {}
+        con.register("seed_metrics", pa.table({"size": list(seeds), "seed_ari": pa.array(
+            [m.get("seed_ari") for m in seeds.values()], pa.float64())}))
         table = con.sql(sql, params=used).to_arrow_table()
         if by in ("layer", "depth"):
             table = _pivot(con, table, ["model", "layer_index"] if by == "layer" else ["depth_from"])

@@ -26,6 +26,22 @@ LABEL_SCHEMA = pa.schema([
     ("score", pa.float32()),              # cosine of the kernel with its own best template
     ("recon_cos", pa.float32()),
     ("classified", pa.bool_()),           # 1 - recon_cos below the size's threshold
+    # The kernel's own best match, structured (migration 0005; files written before read NULL):
+    ("kernel_family", pa.string()),       # dog, deriv1, deriv2, saddle, impulse, square, cross, or a user template
+    ("kernel_polarity", pa.string()),     # pos / neg; NULL for deriv1, saddle, user templates
+    ("kernel_orientation", pa.float32()), # degrees CCW from +x, y up; NULL for isotropic shapes
+    ("kernel_scale", pa.float32()),       # sigma (px), box half-size or arm length; NULL otherwise
+])
+
+# One row per (run, size, cluster) in cluster_records (DuckDB), inserted by name.
+CLUSTER_SCHEMA = pa.schema([
+    ("kh", pa.int32()), ("kw", pa.int32()), ("cluster", pa.int32()),
+    ("label", pa.string()),               # readable name; 'a|b' when the margin is below the ambiguity threshold
+    ("template", pa.string()), ("score", pa.float64()), ("n_kernels", pa.int64()),
+    ("share", pa.float64()), ("mean_kernel", pa.list_(pa.float32())), ("medoid_kernel_id", pa.int64()),
+    ("margin", pa.float64()),             # best family's cosine minus the next family's (migration 0004)
+    ("family", pa.string()), ("polarity", pa.string()),          # migration 0005
+    ("orientation", pa.float64()), ("scale", pa.float64()),
 ])
 
 DATASETS = {"embeddings": EMBEDDING_SCHEMA, "labels": LABEL_SCHEMA}
@@ -44,12 +60,18 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def dataset_view_sql(paths: list[str], schema: pa.Schema, partition: str, columns: list[str]) -> str:
-    """SELECT over exactly these Parquet files (hive partition `partition`), or an empty typed row set."""
+def dataset_view_sql(paths: list[str], schema: pa.Schema, partition: str, columns: list[str],
+                     present: set[str] | None = None) -> str:
+    """SELECT over exactly these Parquet files (hive partition `partition`), or an empty typed row set.
+
+    present: the columns some file has (None: all); a column no file has yet (files written
+    before a schema change) reads as a typed NULL, so old runs stay readable."""
+    types = {f.name: duckdb_type(f) for f in schema}
+    types[partition] = "VARCHAR"
     if not paths:
-        types = {f.name: duckdb_type(f) for f in schema}
-        types[partition] = "VARCHAR"
         return "SELECT " + ", ".join(f"NULL::{types[c]} AS {c}" for c in columns) + " WHERE false"
     files = "[" + ", ".join(sql_string(p) for p in paths) + "]"
-    return (f"SELECT {', '.join(columns)} FROM read_parquet({files}, hive_partitioning = true, "
+    select = [c if present is None or c in present or c == partition else f"NULL::{types[c]} AS {c}"
+              for c in columns]
+    return (f"SELECT {', '.join(select)} FROM read_parquet({files}, hive_partitioning = true, "
             f"hive_types = {{'{partition}': VARCHAR}}, union_by_name = true)")

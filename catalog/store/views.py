@@ -42,7 +42,9 @@ def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
     for name, schema in DATASETS.items():
         files = _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
         columns = ["run"] + schema.names
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns)}")
+        present = {r[0] for r in con.execute("SELECT DISTINCT name FROM parquet_schema(?)", [files]).fetchall()} \
+            if files else None
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns, present)}")
     con.execute("""
         CREATE OR REPLACE VIEW runs AS
         SELECT run, kind, parent, selection, params, metrics, code_version, device, created_at,
