@@ -79,6 +79,15 @@ def test_drift_through_the_catalog(cat):
     pairs = cat.drift(by="model", where="kh = 5").to_pylist()
     assert [(r["a"], r["b"]) for r in pairs] == [("m0", "m1"), ("m0", "m2"), ("m1", "m2")]
     assert pairs[0]["drift"] == pytest.approx(near) and pairs[1]["drift"] == pytest.approx(far)
+    assert all(0 < r["noise_a"] < r["drift"] for r in pairs[1:])    # m2 stands out of the noise
+
+
+def test_split_half_noise_shrinks_with_size():
+    from kernel_catalog.analysis.drift import split_half
+
+    rng = np.random.default_rng(3)
+    small, large = (split_half(rng.normal(size=(n, 9))) for n in (64, 4096))
+    assert large < small and split_half(rng.normal(size=(3, 9))) is None
 
 
 def test_cli_by_model_with_heatmap_and_errors(cat, tmp_path):

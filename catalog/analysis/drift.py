@@ -155,15 +155,34 @@ BY = ("model", "layer")
 def drift_by(catalog: Catalog, by: str = "model", where: str | None = None,
              components: int = DEFAULT_COMPONENTS, bins: int = DEFAULT_BINS) -> pa.Table:
     """Drift of every pair of groups (models, or layers as 'model/layer') in a one-size selection:
-    rows a, b (a < b), n_a, n_b, drift; each pair on the PCA basis of its own union."""
+    rows a, b (a < b), n_a, n_b, drift, noise_a, noise_b (`split_half` of each group); each pair
+    on the PCA basis of its own union."""
     if by not in BY:
         raise CatalogError(f"--by {by}: choose one of {', '.join(BY)}")
     group = "model" if by == "model" else "model || '/' || layer"
     groups, _ = _load(catalog, where or "true", "--where", group)
     if len(groups) < 2:
         raise CatalogError(f"--by {by}: the selection has {len(groups)} {by}; drift needs at least two")
+    noise = {name: split_half(weights, components, bins) for name, weights in groups.items()}
     rows = []
     for x, y in combinations(sorted(groups), 2):
         result = drift(groups[x], groups[y], components, bins)
-        rows.append({"a": x, "b": y, "n_a": result.n_a, "n_b": result.n_b, "drift": result.total})
+        rows.append({"a": x, "b": y, "n_a": result.n_a, "n_b": result.n_b, "drift": result.total,
+                     "noise_a": noise[x], "noise_b": noise[y]})
     return pa.Table.from_pylist(rows)
+
+
+def split_half(weights: np.ndarray, components: int = DEFAULT_COMPONENTS, bins: int = DEFAULT_BINS,
+               seed: int = 0) -> float | None:
+    """Drift between two random halves of one selection (seeded): the level that sampling noise
+    alone reaches at this size; a drift between groups means little until well above it.
+    None for fewer than 4 kernels."""
+    finite = weights[np.isfinite(weights).all(axis=1)]
+    if len(finite) < 4:
+        return None
+    order = np.random.default_rng(seed).permutation(len(finite))
+    half = len(finite) // 2
+    try:
+        return drift(finite[order[:half]], finite[order[half:]], components, bins).total
+    except CatalogError:   # no variance at all
+        return None

@@ -85,17 +85,23 @@ def figure_layer_profile(catalog: Catalog, output: str | os.PathLike, models: Se
 
 
 def drift_matrix(rows: Sequence[dict]) -> tuple[list[str], np.ndarray]:
-    """Names and the symmetric drift matrix (zero diagonal) of `drift --by` rows (a, b, drift)."""
+    """Names and the symmetric drift matrix of `drift --by` rows (a, b, drift); the diagonal holds
+    each group's split-half noise (`noise_a` / `noise_b`) when the rows have it, else 0."""
     names = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
     index = {n: i for i, n in enumerate(names)}
     matrix = np.zeros((len(names), len(names)))
     for r in rows:
-        matrix[index[r["a"]], index[r["b"]]] = matrix[index[r["b"]], index[r["a"]]] = r["drift"]
+        i, j = index[r["a"]], index[r["b"]]
+        matrix[i, j] = matrix[j, i] = r["drift"]
+        for k, key in ((i, "noise_a"), (j, "noise_b")):
+            if r.get(key) is not None:
+                matrix[k, k] = r[key]
     return names, matrix
 
 
 def draw_drift_heatmap(rows: Sequence[dict], title: str | None = None) -> Figure:
-    """Every pair's drift as a symmetric matrix (sequential colours, value in each cell)."""
+    """Every pair's drift as a symmetric matrix (sequential colours, value in each cell); the
+    diagonal is each group against itself split in two random halves: the noise level."""
     names, matrix = drift_matrix(rows)
     n = len(names)
     side = min(max(1.6, 0.32 * n + 1.4), 7.0)
@@ -112,6 +118,7 @@ def draw_drift_heatmap(rows: Sequence[dict], title: str | None = None) -> Figure
                     ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=5,
                             color="black" if matrix[i, j] > 0.6 * top else "white")
         fig.colorbar(image, ax=ax, shrink=0.8, label="drift (nats, weighted symmetric KL)")
+        ax.set_xlabel("diagonal: two random halves of one group (sampling noise)")
         if title:
             ax.set_title(title)
     return fig
