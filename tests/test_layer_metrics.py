@@ -13,7 +13,7 @@ from kernel_catalog.ingest import commit_extraction
 from kernel_catalog.store import Catalog, _migrate as migrate
 from kernel_catalog.store.kernel_table import layer_metrics
 
-from .conftest import run_cli
+from .conftest import assert_one_line_error, run_cli
 from .test_migrations import _write_version_1_catalog
 
 
@@ -158,3 +158,19 @@ def test_version_1_catalog_upgrades_with_the_metrics(tmp_path):
         mine = np.array([k["weights"] for k in kernels if k["layer"] == row["layer"]], np.float32).reshape(-1, 5, 5)
         sparsity, entropy = reference_metrics(mine)
         assert row["sparsity"] == pytest.approx(sparsity) and row["variance_entropy"] == pytest.approx(entropy, abs=1e-9)
+
+
+def test_a_failing_backfill_leaves_the_old_catalog_as_it_was(catalog):
+    commit_extraction(catalog, _extraction(_layers(np.random.default_rng(5))), "arrays", "1.0")
+    _downgrade_to_before_0006(catalog.root)
+    con = duckdb.connect(str(catalog.root / "catalog.duckdb"))
+    version = migrate.current_version(con)
+    con.close()
+    for path in (catalog.root / "kernels").rglob("*.parquet"):
+        path.rename(path.with_suffix(".moved"))            # the kernels cannot be read
+    result = run_cli("--catalog", str(catalog.root), "layers", "arrays")
+    assert_one_line_error(result, "cannot read the kernels of model 'arrays'")
+    con = duckdb.connect(str(catalog.root / "catalog.duckdb"), read_only=True)
+    assert migrate.current_version(con) == version       # the upgrade rolled back whole
+    assert "sparsity" not in [r[0] for r in con.execute("DESCRIBE layer_records").fetchall()]
+    con.close()
