@@ -24,6 +24,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_groupby.py
+	$(PY) bench/bench_zoo.py
 
 clean:
 	rm -rf $(VENV) kernel-catalog

@@ -10,7 +10,7 @@ Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedR
 For tests of failure: `cut(path, after)` makes the next GET of a file stop after `after` bytes and
 close the connection (then, unless then_fail=False, answers 500 until `heal()`); `stop()` / `start()` take the server down
 and back up on the same port. `requests` logs (method, path, Range header). `bytes_per_second`
-throttles bodies (the bench's slow network).
+throttles bodies through one shared link, as a real network connection would (the bench).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class HubServer:
         self.urls: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_per_second: float | None = None
+        self._link_free = 0.0
         self._cuts: dict[str, int] = {}
         self._broken: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -192,17 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
 
     def _send(self, data: bytes) -> None:
+        """Write the body; with bytes_per_second, through one shared link (all connections together)."""
         rate = self.hub.bytes_per_second
         if not rate:
             self.wfile.write(data)
             return
         step = 64 * 1024
-        started = time.perf_counter()
         for offset in range(0, len(data), step):
-            self.wfile.write(data[offset:offset + step])
-            ahead = (offset + step) / rate - (time.perf_counter() - started)
-            if ahead > 0:
-                time.sleep(ahead)
+            chunk = data[offset:offset + step]
+            with self.hub.lock:          # reserve the link's next free slot for this chunk
+                start = max(time.perf_counter(), self.hub._link_free)
+                self.hub._link_free = start + len(chunk) / rate
+            wait = start + len(chunk) / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            self.wfile.write(chunk)
 
     def _error(self, status: int, code: str | None, message: str = "not found") -> None:
         payload = json.dumps({"error": message}).encode()
