@@ -8,7 +8,7 @@ import pytest
 
 from kernel_catalog import open as open_catalog
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
-from kernel_catalog.analysis.nearest import top_k
+from kernel_catalog.analysis.nearest import template_rows, top_k
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import commit_extraction
 
@@ -109,8 +109,9 @@ def test_npy_and_template_queries(cat, tmp_path):
     want = brute_force(cat, filt, 7, 7)[:6]
     assert [g["kernel_id"] for g in got] == [w[1] for w in want]
     np.testing.assert_allclose([g["cosine"] for g in got], [w[0] for w in want], atol=1e-5)
-    builtin = cat.nearest(template="dog-on", size="3x3", k=2).to_pylist()
-    assert all(r["kh"] == 3 for r in builtin)
+    name, row = next((n, r) for n, r in template_rows("builtin", 3, 3).items() if "/" not in n)
+    builtin = cat.nearest(template=name, size="3x3", k=4).to_pylist()
+    assert [g["kernel_id"] for g in builtin] == [w[1] for w in brute_force(cat, row.reshape(3, 3), 3, 3)[:4]]
 
 
 def test_top_k_ties_and_mask():

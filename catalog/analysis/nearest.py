@@ -73,8 +73,9 @@ def parse_size(size: str) -> tuple[int, int]:
 def template_rows(spec: str, kh: int, kw: int) -> dict[str, np.ndarray]:
     """Named template rows of one size from 'builtin', a FILE or 'builtin+FILE'.
 
-    Names: a template file's filters by their family name ('master-key-3'); built-in rows as
-    'family/variant', and a family name alone means its first variant."""
+    Names: a template file's filters by their name ('master-key-3'); built-in rows by family and
+    polarity as the catalog labels them, plus 'name/variant' for each scale; a name alone means
+    its first variant. Oriented (steered) built-in families are not offered: use --npy."""
     from kernel_catalog.analysis import templates as tpl
 
     rows: dict[str, np.ndarray] = {}
@@ -85,11 +86,14 @@ def template_rows(spec: str, kh: int, kw: int) -> dict[str, np.ndarray]:
             bank = tpl.load_template_file(part, kh, kw)
         else:
             raise CatalogError(f"--templates {part}: no such file (use builtin, FILE or builtin+FILE)")
-        variants = getattr(bank, "variants", ("file",) * len(bank.families))
-        for family, variant, row in zip(bank.families, variants, bank.matrix):
-            rows.setdefault(family, row)
+        n = len(bank.families)
+        variants = getattr(bank, "variants", ("file",) * n)
+        polarities = getattr(bank, "polarities", (None,) * n)
+        for family, polarity, variant, row in zip(bank.families, polarities, variants, bank.matrix):
+            name = f"{family}-{polarity}" if polarity else family
+            rows.setdefault(name, row)
             if variant != "file":
-                rows.setdefault(f"{family}/{variant}", row)
+                rows.setdefault(f"{name}/{variant}", row)
     return rows
 
 
