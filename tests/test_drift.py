@@ -80,6 +80,14 @@ def test_drift_through_the_catalog(cat):
     assert [(r["a"], r["b"]) for r in pairs] == [("m0", "m1"), ("m0", "m2"), ("m1", "m2")]
     assert pairs[0]["drift"] == pytest.approx(near) and pairs[1]["drift"] == pytest.approx(far)
     assert all(0 < r["noise_a"] < r["drift"] for r in pairs[1:])    # m2 stands out of the noise
+    layers = cat.drift(by="layer", where="model = 'm2' AND kh = 5").to_pylist()
+    assert [(r["a"], r["b"]) for r in layers] == [("m2/l0", "m2/l1"), ("m2/l0", "m2/l2"), ("m2/l1", "m2/l2")]
+    assert layers[1]["drift"] > layers[0]["drift"]                  # l2 is shifted twice as far as l1
+    from kernel_catalog.report.filterdb_figures import drift_matrix
+
+    names, matrix = drift_matrix(pairs)
+    assert names == ["m0", "m1", "m2"] and (matrix == matrix.T).all()
+    assert matrix[0, 0] == pairs[0]["noise_a"] and matrix[0, 2] == pairs[1]["drift"]
 
 
 def test_split_half_noise_shrinks_with_size():
