@@ -483,8 +483,9 @@ def figure_layer_profile(ctx, models, where, output):
 
 
 @cli.command()
-@click.option("--a", "a", default=None, help="SQL condition over kernels: the first selection (one kernel size).")
-@click.option("--b", "b", default=None, help="SQL condition over kernels: the second selection (same size).")
+@click.option("--a", "a", default=None, help="The first selection (one kernel size): a SQL condition over kernels, "
+              "or a SELECT whose rows have kh, kw, weights.")
+@click.option("--b", "b", default=None, help="The second selection (same size), as --a.")
 @click.option("--by", type=click.Choice(DRIFT_BY), default=None, help="Every pair of models (or layers) instead of --a/--b.")
 @where_option("With --by: SQL condition over kernels choosing what to compare (one kernel size).")
 @click.option("--components", type=int, default=DRIFT_COMPONENTS, show_default=True, help="Principal components compared.")

@@ -74,6 +74,9 @@ def test_drift_through_the_catalog(cat):
     assert [r["component"] for r in same] == [f"pc{i}" for i in range(1, 7)] + ["total"]
     assert all(r["drift"] == 0.0 for r in same) and same[0]["n_a"] == 360
     near = cat.drift(a="model = 'm0' AND kh = 5", b="model = 'm1' AND kh = 5").to_pylist()[-1]["drift"]
+    as_query = cat.drift(a="SELECT * FROM kernels WHERE model = 'm0' AND kh = 5",
+                         b="select kh, kw, weights from kernels where model = 'm1' and kh = 5").to_pylist()
+    assert as_query[-1]["drift"] == pytest.approx(near)        # a whole query selects the same
     far = cat.drift(a="model = 'm0' AND kh = 5", b="model = 'm2' AND kh = 5").to_pylist()[-1]["drift"]
     assert 0 < near < far
     pairs = cat.drift(by="model", where="kh = 5").to_pylist()

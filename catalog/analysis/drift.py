@@ -18,6 +18,7 @@ Identical selections give identical histograms, hence exactly 0.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -105,10 +106,15 @@ def drift(a: np.ndarray, b: np.ndarray, components: int = DEFAULT_COMPONENTS,
 # ---------------------------------------------------------------- selections from the catalog
 
 def _load(catalog: Catalog, where: str, what: str, group: str | None = None) -> tuple[dict, tuple[int, int]]:
-    """{group value (or what): (N, d) weights} of a one-size selection, and its size."""
+    """{group value (or what): (N, d) weights} of a one-size selection, and its size.
+
+    `where` is a condition over `kernels`, or a whole SELECT / WITH query whose rows have kh, kw
+    and weights (e.g. kernels joined with a run's labels)."""
     column = f"{group}::VARCHAR AS g" if group else "NULL::VARCHAR AS g"
+    text = (where or "true").strip()
+    source, condition = (f"({text})", "true") if re.match(r"(?is)^(select|with)\b", text) else ("kernels", text)
     try:
-        table = catalog.sql(f"SELECT {column}, kh, kw, weights FROM kernels WHERE ({where or 'true'})")
+        table = catalog.sql(f"SELECT {column}, kh, kw, weights FROM {source} AS selection WHERE ({condition})")
     except CatalogError as error:
         raise CatalogError(f"{what} {where!r}: {str(error).removeprefix('SQL error: ')}") from None
     if table.num_rows == 0:
