@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from kernel_catalog.analysis.params import (
-    CLUSTER_METHODS, DEVICES, PREPROCESS_METHODS, PRESETS, SPACES, ClusterParams, EmbedParams,
+    CLUSTER_METHODS, DEVICES, PREPROCESS_METHODS, PRESETS, SPACES, THRESHOLD_RULES, ClusterParams, EmbedParams,
 )
 from kernel_catalog.analysis.drift import BY as DRIFT_BY, DEFAULT_BINS as DRIFT_BINS, DEFAULT_COMPONENTS as DRIFT_COMPONENTS
 from kernel_catalog.analysis.nearest import DEFAULT_K as NEAREST_K, DEFAULT_SIZE as NEAREST_SIZE
@@ -63,6 +63,11 @@ def device_option(command):
 def threads_option(command):
     return click.option("--threads", type=int, default=None,
                         help="Cap CPU threads (default: every core this process may use).")(command)
+
+
+def per_model_option(command):
+    return click.option("--per-model", is_flag=True,
+                        help="One autoencoder (and null model) per model and kernel size instead of one per size.")(command)
 
 
 def show(table, fmt: str | None, output: str | None) -> None:
@@ -234,16 +239,22 @@ def _echo(line: str) -> None:
 @click.option("--preprocess", type=click.Choice(PREPROCESS_METHODS), default=EmbedParams.preprocess, show_default=True)
 @click.option("--threshold", "thresholds", multiple=True, help="Classified threshold per size, e.g. 3x3=0.1 (repeatable).")
 @click.option("--no-null", is_flag=True, help="Skip the iid Gaussian control (reports then show no null %).")
+@click.option("--threshold-rule", type=click.Choice(THRESHOLD_RULES), default=EmbedParams.threshold_rule,
+              show_default=True, help="published: the paper's 7x7/5x5 thresholds, calibrated on the null elsewhere.")
+@click.option("--alpha", type=float, default=EmbedParams.alpha, show_default=True,
+              help="Calibrated thresholds: the null is classified at most this often.")
+@per_model_option
 @click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
 @replace_option
 @click.pass_context
 def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds, no_null,
-          from_model, replace):
+          threshold_rule, alpha, per_model, from_model, replace):
     """Train an autoencoder per kernel size and store every kernel's embedding."""
     from kernel_catalog.analysis.embed import embed as run_embed
 
     params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device, threads=threads,
-                         preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null)
+                         preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null,
+                         threshold_rule=threshold_rule, alpha=alpha, per_model=per_model)
     run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo)
     click.echo(f"embed run {run} stored; see `catalog report {run}`")
 
@@ -319,18 +330,20 @@ def identify(ctx, run, templates, name_threshold):
 @click.option("--epochs", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @threads_option
+@per_model_option
 @replace_option
 @output_options
 @click.pass_context
-def analyze(ctx, preset, run, where, device, epochs, seed, threads, replace, fmt, output):
+def analyze(ctx, preset, run, where, device, epochs, seed, threads, per_model, replace, fmt, output):
     """Embed, cluster and name in one go with a preset protocol, then print Table 1."""
     from kernel_catalog.analysis.analyze import analyze as run_analyze
     from kernel_catalog.report.report import report as run_report
 
     catalog = open_catalog(ctx)
     run = run_analyze(catalog, preset, run, where, device=device, epochs=epochs, seed=seed, threads=threads,
-                      replace=replace, echo=_echo)
+                      replace=replace, echo=_echo, per_model=per_model)
     show(run_report(catalog, run, "model"), fmt, output)
+    _report_notes(catalog, run)
 
 
 @cli.command()
@@ -344,7 +357,18 @@ def report(ctx, run, by, classified_only, fmt, output):
     """Report a run: classified % against the null model, cluster shares per layer, ..."""
     from kernel_catalog.report.report import report as run_report
 
-    show(run_report(open_catalog(ctx), run, by, classified_only), fmt, output)
+    catalog = open_catalog(ctx)
+    show(run_report(catalog, run, by, classified_only), fmt, output)
+    _report_notes(catalog, run)
+
+
+def _report_notes(catalog, run: str) -> None:
+    """Seed stability and too-small-selection warnings, on stderr (the table stays parseable)."""
+    from kernel_catalog.analysis.runs import require_run
+    from kernel_catalog.report.report import seed_stability_lines, verdict_warnings
+
+    for line in seed_stability_lines(require_run(catalog, run)) + verdict_warnings(catalog, run):
+        _echo(line)
 
 
 @cli.group(invoke_without_command=True)

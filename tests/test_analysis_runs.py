@@ -221,3 +221,44 @@ def test_template_file_of_another_size_extends_only_its_size():
     assert len(template_bank(f"builtin+{master_keys}", 5, 5)) == len(make_templates(5, 5))
     with pytest.raises(CatalogError, match="expected 5x5"):
         template_bank(str(master_keys), 5, 5)
+
+
+def test_thresholds_are_recorded_fixed_and_calibrated(planted):
+    catalog, _, _ = planted
+    from kernel_catalog.analysis.runs import run_record
+
+    record = run_record(catalog, "ae")
+    m = record.size_metrics("7x7")
+    assert m["threshold_source"] == "published" and m["threshold"] == m["threshold_fixed"] == 0.3
+    assert m["null_classified_calibrated"] <= 0.05 + 1 / m["null_n"] and m["threshold_calibrated"] > 0
+    assert record.embed_params().threshold_rule == "published" and record.embed_params().latent_dim == 2
+    table1 = report(catalog, "ae-k8", "model").to_pylist()[0]
+    assert {"paper_pct", "paper_null_pct", "calibrated_pct", "calibrated_null_pct"} <= set(table1)
+    assert table1["calibrated_null_pct"] <= 5.1 and table1["calibrated_pct"] > 90
+    from kernel_catalog.report.report import seed_stability_lines, verdict_warnings
+
+    assert verdict_warnings(catalog, "ae-k8") == []
+    assert seed_stability_lines(run_record(catalog, "ae-k8"))[0].startswith("7x7: seed ARI ")
+
+
+def test_per_model_autoencoders_and_small_selection_warning(planted):
+    from dataclasses import replace as with_changes
+
+    catalog, _, folder = planted
+    path, _ = _bank_file(folder, "bank3", seed=7)
+    ingest(catalog, str(path))
+    small = with_changes(FAST, per_model=True, epochs=60)
+    metrics = embed(catalog, "pm", "model IN ('bank', 'bank3') AND channel < 400", small, progress=False)["7x7"]
+    assert metrics["per_model"] and set(metrics["models"]) == {"bank", "bank3"}
+    assert all(m["usable"] == 400 for m in metrics["models"].values())
+    files = catalog.sql("SELECT count(*) AS n FROM result_files WHERE run = 'pm' AND kind = 'autoencoder'").to_pylist()
+    assert files == [{"n": 2}]
+    cluster_run(catalog, "pm-k", "pm", ClusterParams(k=K))
+    rows = report(catalog, "pm", "model").to_pylist()
+    assert [r["model"] for r in rows] == ["bank", "bank3"] and all(r["usable"] == 400 for r in rows)
+    from kernel_catalog.report.report import verdict_warnings
+
+    warnings = verdict_warnings(catalog, "pm-k")
+    assert len(warnings) == 1 and "800 usable kernels (fewer than 1000)" in warnings[0]
+    delete_run(catalog, "pm-k")
+    delete_run(catalog, "pm")

@@ -2,9 +2,11 @@
 
 Presets (README, "The analysis"; unconfirmed choices of the paper are parameters, recorded with every run):
   paper    latent 1 (what summaries of the paper and the follow-up used), k = 10 per size,
-           thresholds 7x7 0.3 / 5x5 0.2 (paper) and the stated defaults for other sizes,
+           thresholds 7x7 0.3 / 5x5 0.2 (paper), calibrated on the null for other sizes,
            clustering on unit-normalised reconstructions, centre + unit-L2 preprocessing.
-  default  the same with latent 2 (classifies more real kernels while the null stays low).
+  default  the same with latent 2 (classifies more real kernels while the null stays low; at 3x3,
+           with calibrated thresholds, latent 1/2/3 classified 62/65/60 % of the PP-OCR kernels
+           against 5 % of the null: 2 gives the widest gap).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from kernel_catalog.store import Catalog
 
 def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, where: str | None = None,
             device: str = "auto", epochs: int | None = None, seed: int = 0, threads: int | None = None,
-            replace: bool = False, echo=lambda line: None, progress: bool = True) -> str:
+            replace: bool = False, echo=lambda line: None, progress: bool = True, per_model: bool = False) -> str:
     """Run the three steps; returns the cluster run's name, `run` (default: the preset name);
     the embed run is `run-ae`. Table 1 is then `report(catalog, run)`."""
     from dataclasses import replace as with_changes
@@ -23,7 +25,8 @@ def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, whe
     embed_params, cluster_params = PRESETS[preset]
     run = run or preset
     embed_run = f"{run}-ae"
-    embed_params = with_changes(embed_params, device=device, epochs=epochs, seed=seed, threads=threads)
+    embed_params = with_changes(embed_params, device=device, epochs=epochs, seed=seed, threads=threads,
+                                per_model=per_model)
     cluster_params = with_changes(cluster_params, seed=seed, threads=threads)
     if replace:
         from kernel_catalog.analysis.runs import delete_run, run_record
