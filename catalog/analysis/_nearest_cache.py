@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernel_catalog.analysis.preprocess import preprocess
+from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
 
 CACHE_DIR = ("cache", "nearest")
@@ -68,10 +69,14 @@ def _save(path: Path, array: np.ndarray) -> None:
 def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Preprocess every usable kernel of the size and write the pair of files; returns them."""
     ids, rows = [], []
-    for batch_ids, weights in _read_batches(catalog, paths, kh, kw):
-        unit, usable = preprocess(weights)
-        ids.append(batch_ids[usable])
-        rows.append(unit[usable])
+    try:
+        for batch_ids, weights in _read_batches(catalog, paths, kh, kw):
+            unit, usable = preprocess(weights)
+            ids.append(batch_ids[usable])
+            rows.append(unit[usable])
+    except duckdb.Error as error:   # e.g. a writer replaced a model meanwhile and removed its file
+        raise CatalogError(f"cannot read the {kh}x{kw} kernels to build the search cache "
+                           f"({error_summary(error)}); run the search again") from None
     k = kh * kw
     ids_all = np.concatenate(ids) if ids else np.empty(0, np.int64)
     matrix = np.concatenate(rows) if rows else np.empty((0, k), np.float32)
