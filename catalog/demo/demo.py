@@ -25,8 +25,8 @@ from kernel_catalog.demo.mediapipe import fetch_mediapipe_models
 from kernel_catalog.store import Catalog
 
 TIMM_REFERENCE = "convnext_tiny"
-# One LiteRT model (mediapipe wheel, Apache-2.0): float16 filters behind DEQUANTIZE, all 3x3, so it
-# sits in the catalog beside the ONNX models without entering the analysis (kh >= 5) below.
+# One LiteRT model (mediapipe wheel, Apache-2.0): float16 filters behind DEQUANTIZE, 1,552 kernels,
+# all 3x3: trained, so they join the 3x3 part of the analysis below (ANALYSIS_WHERE), nothing else.
 LITERT_MODEL = "face_landmark"
 
 SUMMARY_SQL = """
