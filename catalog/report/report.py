@@ -59,22 +59,25 @@ def _classification_sql(group: str, extra_select: str = "") -> str:
 
 def verdict_warnings(catalog: Catalog, run: str) -> list[str]:
     """One line per kernel size whose classified % is no verdict: fewer usable kernels than
-    MIN_VERDICT_KERNELS, or a null classified above alpha at the paper's fixed threshold."""
+    MIN_VERDICT_KERNELS (too small a selection), or a null classified above alpha at the paper's
+    fixed threshold (that column is no verdict; the calibrated one is)."""
     record = require_run(catalog, run)
     embed_record = record if record.kind == "embed" else require_run(catalog, record.parent, "embed")
     lines = []
     for key, m in sorted(embed_record.metrics.items()):
         usable, alpha = m.get("usable", 0), m.get("alpha") or embed_record.params.get("alpha", 0.05)
-        null_fixed = m.get("null_classified_fixed")
+        null_fixed, calibrated = m.get("null_classified_fixed"), m.get("threshold_calibrated")
         reasons = []
         if usable < MIN_VERDICT_KERNELS:
-            reasons.append(f"only {usable} usable kernels (fewer than {MIN_VERDICT_KERNELS})")
+            reasons.append(f"too small a selection for a verdict: only {usable} usable kernels "
+                           f"(fewer than {MIN_VERDICT_KERNELS})")
         if null_fixed is not None and null_fixed > alpha:
-            reasons.append(f"the null is classified {null_fixed:.0%} at the paper's threshold "
-                           f"{m.get('threshold_fixed', 0):.2f} (above alpha {alpha:.0%})")
+            used = " (used)" if m.get("threshold_source") == "calibrated" else ""
+            reasons.append(f"at the paper's threshold {m.get('threshold_fixed', 0):.2f} the null is classified "
+                           f"{null_fixed:.0%} (above alpha {alpha:.0%}): read the calibrated threshold "
+                           f"{calibrated:.3g}{used}")
         if reasons:
-            lines.append(f"warning: {key}: too small a selection for a verdict: " + "; ".join(reasons)
-                         + f"; read it at the calibrated threshold ({m.get('threshold_calibrated') or 0:.3f})")
+            lines.append(f"warning: {key}: " + "; ".join(reasons))
     return lines
 
 
@@ -118,7 +121,7 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
     queries = {
         "model": _classification_sql("k.model"),
         "kernel_size": _classification_sql("e.kh || 'x' || e.kw AS size",
-                                           ", any_value(s.threshold) AS threshold, any_value(c.seed_ari) AS seed_ari")
+                                           ", round(any_value(s.threshold), 4) AS threshold, round(any_value(c.seed_ari), 3) AS seed_ari")
         .replace("WHERE e.run", "LEFT JOIN seed_metrics c ON c.size = e.kh || 'x' || e.kw WHERE e.run"),
         "layer": _shares_sql(["model", "layer_index"], "k.model, k.layer_index"),
         "depth": _shares_sql(["depth_from"], f"round({depth_bin}, 2) AS depth_from"),
