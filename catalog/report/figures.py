@@ -28,6 +28,7 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure   # the object API: no pyplot, no backend switch, no global state
 
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
 from kernel_catalog.analysis.templates import UNMATCHED
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.report import _figures_data as data
@@ -296,7 +297,8 @@ def draw_clusters(clusters: Sequence[dict], scale: str = "shared", title: str | 
         layout += [(size, members[j:j + ncols]) for j in range(0, len(members), ncols)]
     cell_ratio = [max(0.25, size[0] / (2 * size[1] + 1)) for size, _ in layout]
     cell_w = width / ncols
-    row_heights = [cell_w * r * 0.9 + 0.28 for r in cell_ratio]
+    lines = [max((clusters[i]["label"].count("|") for i in members), default=0) for _, members in layout]
+    row_heights = [cell_w * r * 0.9 + 0.28 + 0.09 * n for r, n in zip(cell_ratio, lines)]
     fig = _new_figure(sum(row_heights) + 0.6, width)
     with matplotlib.rc_context(STYLE):
         grid = fig.add_gridspec(len(layout), ncols, height_ratios=row_heights)
@@ -317,9 +319,9 @@ def draw_clusters(clusters: Sequence[dict], scale: str = "shared", title: str | 
                 shown = ax.imshow(prototype_image(pair[0], pair[1] if len(pair) > 1 else None),
                                   cmap=_cmap(), norm=norm, interpolation="nearest", aspect="equal")
                 margin = cluster.get("margin")
-                ax.set_title(f"{cluster['label']}\ncos {cluster['score']:.2f}"
-                             + ("" if margin is None else f" · m {margin:.2f}") + f" · {100 * cluster['share']:.0f}%",
-                             fontsize=5.5, pad=1.5, color=_text_color(cluster["label"]))
+                ax.set_title(cluster["label"].replace("|", "|\n") + f"\ncos {cluster['score']:.2f}"
+                             + ("" if margin is None else f" m {margin:.2f}") + f" {100 * cluster['share']:.0f}%",
+                             fontsize=4.8, pad=1.5, color=_text_color(cluster["label"]))
                 if c == 0:
                     ax.set_ylabel(f"{size[0]}x{size[1]}", fontsize=6, rotation=0, ha="right", va="center")
                 axes.append(ax)
@@ -352,7 +354,7 @@ def figure_clusters(catalog: Catalog, run: str, output: str | os.PathLike, scale
     """`catalog figure clusters`: prototype and medoid of every cluster of a cluster run."""
     check_output(output)
     clusters = data.cluster_prototypes(catalog, run)
-    title = f"Clusters of run {run}: name, cos to template, share of kernels of its size"
+    title = f"Clusters of run {run}: name (a|b: margin below {AMBIGUOUS_MARGIN}), cos to template, margin m, share of its size"
     fig = draw_clusters(clusters, scale, title=title)
     save_figure(fig, output, title=title)
     return fig
