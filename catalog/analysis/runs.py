@@ -102,6 +102,11 @@ def check_new_run(catalog: Catalog, run: str, replace: bool) -> None:
 
 def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
     """Write one result file atomically via `write(temporary_path)`; returns its relative path."""
+    if not session.data.is_local:   # object storage: written locally, uploaded under a new unique key
+        suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
+        path = f"results/run={run}/{kind}-{uuid.uuid4().hex[:8]}{suffix}"
+        session.data.write_with(path, write)
+        return path
     folder = session.root / "results" / f"run={run}"
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
@@ -142,14 +147,14 @@ def commit_run(
                 [record.run, record.kind, record.parent, record.selection, json_text(record.params),
                  json_text(record.metrics), __version__, record.device, record.seconds])
             for kind, path, n_rows in staged:
-                size = (session.root / path).stat().st_size
+                size = session.data.size(path)
                 con.execute("INSERT INTO result_files VALUES (?, ?, ?, ?, ?)", [record.run, kind, path, n_rows, size])
             if clusters is not None and clusters.num_rows:
                 con.register("new_clusters", clusters)
                 con.execute("INSERT INTO cluster_records BY NAME SELECT ? AS run, * FROM new_clusters", [record.run])
                 con.unregister("new_clusters")
         for path in old:
-            (session.root / path).unlink(missing_ok=True)
+            session.data.delete(path)
 
 
 def _delete_run_rows(con, run: str) -> list[str]:
@@ -170,11 +175,11 @@ def delete_run(catalog: Catalog, run: str, wait: float | None = None) -> int:
         with session.transaction() as con:
             old = _delete_run_rows(con, run)
         for path in old:
-            (session.root / path).unlink(missing_ok=True)
+            session.data.delete(path)
     return len(old)
 
 
 def result_paths(catalog: Catalog, run: str, kind: str) -> list[Path]:
     rows = catalog.sql("SELECT path FROM result_files WHERE run = ? AND kind = ? ORDER BY path", [run, kind])
-    return [catalog.root / p for p in rows.column("path").to_pylist()]
+    return [catalog.data.local_path(p) for p in rows.column("path").to_pylist()]
 

@@ -33,7 +33,7 @@ class KernelSelection:
         with catalog.reader() as con:
             self.paths = [r[0] for r in con.execute("SELECT path FROM kernel_files ORDER BY path").fetchall()]
         self._con = catalog.point_at_root(duckdb.connect())
-        self._con.execute(f"CREATE VIEW kernels AS {kernels_view_sql(self.paths)}")
+        catalog.kernels_view(self._con, self.paths)   # local files, or a dataset on the data root URI
         try:
             self._sizes = self._con.sql(
                 f"SELECT kh, kw, count(*) AS n FROM kernels WHERE ({self.where}) GROUP BY ALL ORDER BY kh, kw"

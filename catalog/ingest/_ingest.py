@@ -30,6 +30,7 @@ from kernel_catalog.errors import CatalogError
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.store.kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
 from kernel_catalog.store import Catalog, WriteSession
+from kernel_catalog.store.datafs import kernel_file_path
 
 # One optional "/" for hub repos (ORG/REPO); the partition folder escapes it (DuckDB decodes %2F).
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*(/[A-Za-z0-9][A-Za-z0-9._+-]*)?$")
@@ -130,12 +131,17 @@ def commit_extraction(
         old_files = _replace_model_rows(session, result, extraction, adapter_version, layer_rows, path, table)
         crash_point("after-commit")
         for old in old_files:
-            (catalog.root / old).unlink(missing_ok=True)
+            session.data.delete(old)
     return replace(result, seconds=time.perf_counter() - started)
 
 
 def _write_parquet(session: WriteSession, model: str, digest: str, table: pa.Table) -> str:
     """Write under a temporary name, fsync, rename: the final name never holds a partial file."""
+    if not session.data.is_local:   # object storage: one upload under a new unique key (store.datafs)
+        path = kernel_file_path(model, digest)
+        session.data.write_parquet(path, table, **PARQUET_OPTIONS)
+        crash_point("parquet-renamed")
+        return path
     folder = session.root / "kernels" / f"model={quote(model, safe='._+-')}"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{digest[:16]}-{uuid.uuid4().hex[:8]}.parquet"
@@ -177,7 +183,7 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
             "INSERT INTO layer_records BY NAME SELECT ? AS model, layer, expert, layer_index, depth, kh, kw, "
             "n_kernels, n_nonfinite, n_near_zero, meta::JSON AS meta, sparsity, variance_entropy FROM new_layers", [model])
         con.unregister("new_layers")
-        size = (session.root / path).stat().st_size
+        size = session.data.size(path)
         con.execute("INSERT INTO kernel_files VALUES (?, ?, ?, ?)", [model, path, table.num_rows, size])
         _log(con, result, extraction, adapter_version)
     return old_files

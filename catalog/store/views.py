@@ -35,12 +35,24 @@ def _paths(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     return [row[0] for row in con.execute(sql, params or []).fetchall()]
 
 
+def _data_root_uri(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The data root URI recorded by `catalog init --data-root` (migration 0007), or None."""
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings' "
+                       "AND table_type = 'BASE TABLE'").fetchall()[0][0]:
+        return None
+    rows = con.execute("SELECT value FROM settings WHERE key = 'data_root'").fetchall()
+    return rows[0][0] if rows else None
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create every view from the committed metadata; call inside the write transaction."""
-    paths = _paths(con, "SELECT path FROM kernel_files ORDER BY path")
+    # Data on object storage (settings.data_root): these views stay empty and every connection
+    # the catalog hands out shadows them with TEMP views over the URI (store.remote_views).
+    remote = _data_root_uri(con) is not None
+    paths = [] if remote else _paths(con, "SELECT path FROM kernel_files ORDER BY path")
     con.execute(f"CREATE OR REPLACE VIEW kernels AS {kernels_view_sql(paths)}")
     for name, schema in DATASETS.items():
-        files = _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
+        files = [] if remote else _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
         columns = ["run"] + schema.names
         present = {r[0] for r in con.execute("SELECT DISTINCT name FROM parquet_schema(?)", [files]).fetchall()} \
             if files else None

@@ -1,0 +1,91 @@
+"""Real parts for the beyond-one-machine tests: an S3-compatible server (moto_server) on
+127.0.0.1, started per test module and ended by its own process id, and one local Ray instance
+(2 CPUs, no dashboard) shared by the few Ray tests of a session."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto_server on a free port; yields its endpoint URL."""
+    pytest.importorskip("moto")
+    pytest.importorskip("boto3")
+    port = free_port()
+    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.2)
+    try:
+        yield endpoint
+    finally:
+        process.terminate()           # our own process, by its id
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """The standard AWS variables pointing at the server, a fresh bucket, a private snapshot cache."""
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "KERNEL_CATALOG_CACHE": str(tmp_path / "user-cache")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    bucket = f"kc-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    env["BUCKET"] = bucket
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session's Ray tests (2 CPUs, no dashboard)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})
+    yield ray
+    ray.shutdown()
+
+
+def s3_objects(bucket: str, prefix: str = "") -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    # (pyarrow leaves an empty "folder/" marker object when it deletes a folder's last file)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+
+
+def env_for_cli(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k != "BUCKET"} | {"PATH": os.environ.get("PATH", "")}

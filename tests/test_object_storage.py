@@ -1,0 +1,117 @@
+"""Catalog data on an S3-compatible server (moto_server on 127.0.0.1): init --data-root, every
+command over the URI, the published snapshot read by URI, faults (driver killed mid-commit,
+server unreachable)."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from kernel_catalog.store import Catalog
+from kernel_catalog.store.faults import CRASH_ENV
+
+from .cluster_fixtures import env_for_cli, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
+from .conftest import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _cli(env, *args, check=False, extra=None):
+    return run_cli(*args, env={**env_for_cli(env), **(extra or {})}, check=check)
+
+
+def _local_data_files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")) + \
+        sorted(p.relative_to(root).as_posix() for p in root.rglob("*.pt"))
+
+
+def _state(uri_or_dir):
+    catalog = Catalog(uri_or_dir)
+    with catalog.reader() as con:
+        return {"models": con.sql("SELECT model, checkpoint_sha256, n_kernels FROM models ORDER BY ALL").fetchall(),
+                "kernels": con.sql("SELECT model, kernel_id, hash(weights) FROM kernels ORDER BY ALL").fetchall()}
+
+
+def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp_path, cls_onnx):
+    bucket, root = s3_env["BUCKET"], tmp_path / "driver"
+    uri = f"s3://{bucket}/lab"
+    _cli(s3_env, "--catalog", str(root), "init", "--data-root", uri, check=True)
+    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    _cli(s3_env, "--catalog", str(root), "embed", "--run", "e5", "--where", "kh = 5", "--epochs", "2", "--no-null",
+         check=True)
+    _cli(s3_env, "--catalog", str(root), "cluster", "--run", "c5", "--from", "e5", "--k", "3", check=True)
+    assert _local_data_files(root) == []                      # no kernel or result Parquet written locally
+    keys = s3_objects(bucket, "lab/")
+    assert "lab/catalog.duckdb" in keys
+    assert any(k.startswith("lab/kernels/model=") for k in keys)
+    assert any(k.startswith("lab/results/run=e5/embeddings-") for k in keys)
+
+    local = _cli(s3_env, "--catalog", str(root), "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
+                 "--format", "csv", check=True).stdout
+    remote = _cli(s3_env, "--catalog", uri, "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
+                  "--format", "csv", check=True).stdout
+    assert local == remote and "800" in remote
+    assert _state(uri) == _state(root)
+    joined = _cli(s3_env, "--catalog", uri, "sql", "SELECT count(*) AS n FROM labels JOIN kernels USING (kernel_id) "
+                  "JOIN embeddings USING (kernel_id, run) WHERE labels.run = 'c5' OR embeddings.run = 'e5'",
+                  "--format", "csv", check=True).stdout
+    assert joined.split()[-1] == "0"     # labels.run c5 vs embeddings.run e5 never both in one row
+    for args in (["models"], ["layers", "ch_ppocr_mobile_v2.0_cls_infer"], ["report", "c5"],
+                 ["export", "--where", "kh = 5", "-o", str(tmp_path / "k5.npz")],
+                 ["figure", "clusters", "--run", "c5", "-o", str(tmp_path / "c.svg")],
+                 ["gallery", "--run", "c5", "-o", str(tmp_path / "site")]):
+        _cli(s3_env, "--catalog", uri, *args, check=True)
+    assert (tmp_path / "k5.npz").is_file() and (tmp_path / "site" / "index.html").is_file()
+
+    refused = _cli(s3_env, "--catalog", uri, "ingest", str(cls_onnx))
+    assert_one_line_error(refused, "read-only", str(root))
+
+
+def test_snapshot_refreshed_by_etag(s3_env, tmp_path, cls_onnx):
+    bucket, root = s3_env["BUCKET"], tmp_path / "driver"
+    uri = f"s3://{bucket}/p"
+    Catalog(root).init(uri)
+    assert _state(uri)["models"] == []
+    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
+    assert len(_state(uri)["models"]) == 1                   # a new Catalog instance re-checks the ETag
+
+
+@pytest.mark.parametrize("point", ["parquet-renamed", "before-commit"])
+def test_driver_killed_mid_commit_leaves_catalog_and_next_writer_removes_orphans(s3_env, tmp_path, cls_onnx, point):
+    bucket, root = s3_env["BUCKET"], tmp_path / "driver"
+    uri = f"s3://{bucket}/lab"
+    Catalog(root).init(uri)
+    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    before, keys_before = _state(root), s3_objects(bucket)
+    killed = _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", "--force",
+                  extra={CRASH_ENV: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _state(root) == before and _state(uri) == before
+    orphans = sorted(set(s3_objects(bucket)) - set(keys_before))
+    assert len(orphans) == 1 and orphans[0].endswith(".parquet")
+    with Catalog(root).writer():          # the next writer removes what the dead one left
+        pass
+    assert s3_objects(bucket) == keys_before
+
+
+def test_unreachable_server_is_one_line_and_changes_nothing(s3_env, tmp_path, cls_onnx):
+    bucket, root = s3_env["BUCKET"], tmp_path / "driver"
+    Catalog(root).init(f"s3://{bucket}/lab")
+    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
+    before = _state(root)
+    dead = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "KERNEL_CATALOG_S3_TIMEOUT": "1"}
+    assert_one_line_error(_cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--force", extra=dead),
+                          "object storage", "unchanged")
+    assert_one_line_error(_cli(s3_env, "--catalog", str(root), "sql", "SELECT count(*) FROM kernels", extra=dead),
+                          "Could not connect")
+    assert_one_line_error(_cli(s3_env, "--catalog", f"s3://{bucket}/lab", "models", extra=dead), "object storage")
+    assert_one_line_error(_cli(s3_env, "--catalog", str(tmp_path / "new"), "init", "--data-root", "s3://nobucket/x",
+                               extra=dead), "object storage")
+    assert not (tmp_path / "new" / "catalog.duckdb").exists()
+    assert _state(root) == before
+
+
+def test_local_init_makes_a_local_catalog(tmp_path):
+    result = run_cli("--catalog", str(tmp_path / "c"), "init", check=True)
+    assert "data in" in result.stdout and (tmp_path / "c" / "catalog.duckdb").is_file()
+    assert Catalog(tmp_path / "c").data.is_local
