@@ -78,10 +78,17 @@ def show(table, fmt: str | None, output: str | None) -> None:
         click.echo(f"wrote {table.num_rows} rows to {output}", err=True)
 
 
+# Commands that write: on a published catalog (--catalog s3://...) they stop before any work.
+WRITE_COMMANDS = {"init", "ingest", "embed", "cluster", "identify", "analyze", "demo", "delete"}
+
+
 def open_catalog(ctx: click.Context):
     from kernel_catalog import open as open_kc
 
-    return open_kc(ctx.obj["catalog"])
+    catalog = open_kc(ctx.obj["catalog"])
+    if catalog.uri and ctx.command.name in WRITE_COMMANDS:
+        catalog.refuse_write()
+    return catalog
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,6 +100,16 @@ def open_catalog(ctx: click.Context):
 def cli(ctx: click.Context, catalog_dir: str) -> None:
     """A catalog of trained depthwise convolution kernels: ingest, query with SQL, analyse."""
     ctx.obj = {"catalog": catalog_dir}
+
+
+@cli.command()
+@click.option("--data-root", default=None, metavar="URI",
+              help="Keep the kernel and result Parquet under this URI (s3://BUCKET/PREFIX); default: the catalog folder.")
+@click.pass_context
+def init(ctx, data_root):
+    """Create the catalog (a local one, as the first write does, or one whose data lives on object storage)."""
+    data = open_catalog(ctx).init(data_root)
+    click.echo(f"catalog {ctx.obj['catalog']}: data in {data.location}")
 
 
 @cli.command()
