@@ -21,6 +21,14 @@ CLS_ONNX = FIXTURES / "ch_ppocr_mobile_v2.0_cls_infer.onnx"   # trained MobileNe
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_real_hub(monkeypatch):
+    """No test reaches the real Hugging Face hub: offline, and a dead endpoint, unless a test starts
+    the local hub server (tests/hub_fixtures.py), which points HF_ENDPOINT at it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+
+
 @pytest.fixture
 def catalog(tmp_path) -> Catalog:
     return Catalog(tmp_path / "catalog")

@@ -8,15 +8,14 @@ Weights come from one of three places:
                       for configs that give only a URL, into torch.hub's cache.
 
 This module is the light plugin shell (importing it loads neither torch nor timm, so listing
-adapters stays fast); the reading is in adapters.timm_read.
+adapters stays fast); reading is in _read, published weights in _hub (over adapters.hub).
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from kernel_catalog.adapters.base import Extraction, IngestOptions
-from kernel_catalog.adapters.hub import RemoteWeights
+from kernel_catalog.adapters.base import Extraction, IngestOptions, RemoteWeights
 from kernel_catalog.adapters.timm._names import list_timm_sources
 
 __all__ = ["TimmAdapter", "list_timm_sources"]
