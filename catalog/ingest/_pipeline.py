@@ -95,10 +95,13 @@ def ingest_many(
             outcome = _outcome(catalog, prepared, options, force, wait, evict, started)
             outcomes.append(outcome)
             _report(outcome, on_result, bar)
+    except BaseException:               # Ctrl-C or a bug: queued downloads are dropped, not awaited
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
+    pool.shutdown(wait=True)
     return outcomes
 
 
