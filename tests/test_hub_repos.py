@@ -149,3 +149,14 @@ def test_timm_config_with_only_a_url_downloads_into_torch_hub(empty_hub, tmp_pat
     with pytest.raises(CatalogError, match="cannot download") as err:
         fetch_weights(resolve_weights("some_net", bad))
     assert "\n" not in str(err.value)
+
+
+def test_several_hf_sources_in_one_run(empty_hub, tmp_path):
+    for i in range(3):
+        empty_hub.add(f"acme/net{i}", {"model.safetensors": save_bytes({"dw.weight": torch.randn(4 + i, 1, 3, 3)})})
+    result = _ingest(tmp_path / "cat", "hf:acme/net0", "hf:acme/net1", "hf:acme/net2", "hf:acme/gone", "--jobs", "2")
+    assert result.returncode == 1
+    assert "summary: 3 added, 0 replaced, 0 unchanged, 1 failed" in result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [f"added acme/net{i}" for i in range(3)]
+    counts = Catalog(tmp_path / "cat").sql("SELECT model, n_kernels FROM models ORDER BY model").to_pylist()
+    assert counts == [{"model": f"acme/net{i}", "n_kernels": 4 + i} for i in range(3)]
