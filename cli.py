@@ -70,6 +70,13 @@ def per_model_option(command):
                         help="One autoencoder (and null model) per model and kernel size instead of one per size.")(command)
 
 
+def ray_option(command):
+    """--ray ADDRESS: run the heavy part on Ray (README, "Beyond one machine")."""
+    return click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+                        help="Run on Ray: 'local' starts a local instance, 'auto' or ray://HOST:PORT joins a cluster "
+                             "(needs kernel-catalog[cluster]).")(command)
+
+
 def show(table, fmt: str | None, output: str | None) -> None:
     from kernel_catalog.store.output import format_for, write_rows
 
@@ -127,9 +134,10 @@ def init(ctx, data_root):
               help="Published weights downloaded in parallel (while earlier models are read).")
 @click.option("--evict", is_flag=True, help="Delete downloaded weights from the cache once their kernels are committed.")
 @wait_option(None, "Wait up to SECONDS for another writer to finish.")
+@ray_option
 @click.pass_context
 def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, include, exclude, seed, force, jobs, evict,
-           wait):
+           wait, ray_address):
     """Ingest depthwise kernels from timm names (published weights), patterns ('convnext*'), hf:ORG/REPO,
     checkpoints, ONNX or TFLite files."""
     from kernel_catalog.adapters.base import IngestOptions
@@ -150,8 +158,14 @@ def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, includ
                    f"{sizes} [{outcome.adapter}, sha256 {outcome.checkpoint_sha256[:12]}, {outcome.seconds:.2f}s"
                    + (f", download {outcome.download_seconds:.2f}s" if outcome.download_seconds else "") + "]")
 
-    outcomes = ingest_many(open_catalog(ctx), list(sources), options, adapter, force, wait,
-                           on_result=report, progress=True, jobs=jobs, evict=evict)
+    if ray_address:
+        from kernel_catalog.ingest import ingest_ray
+
+        outcomes = ingest_ray(open_catalog(ctx), list(sources), ray_address, options, adapter, force, wait,
+                              on_result=report)
+    else:
+        outcomes = ingest_many(open_catalog(ctx), list(sources), options, adapter, force, wait,
+                               on_result=report, progress=True, jobs=jobs, evict=evict)
     counts = summary(outcomes)
     if len(outcomes) > 1:
         click.echo("summary: " + ", ".join(f"{counts[k]} {k}" for k in ("added", "replaced", "unchanged", "failed")),
@@ -263,16 +277,18 @@ def _echo(line: str) -> None:
 @per_model_option
 @click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
 @replace_option
+@ray_option
 @click.pass_context
 def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds, no_null,
-          threshold_rule, alpha, per_model, from_model, replace):
+          threshold_rule, alpha, per_model, from_model, replace, ray_address):
     """Train an autoencoder per kernel size and store every kernel's embedding."""
     from kernel_catalog.analysis.embed import embed as run_embed
 
     params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device, threads=threads,
                          preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null,
                          threshold_rule=threshold_rule, alpha=alpha, per_model=per_model)
-    run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo)
+    run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo,
+              ray=ray_address)
     click.echo(f"embed run {run} stored; see `catalog report {run}`")
 
 
@@ -315,13 +331,15 @@ def cluster_options(command):
 @click.option("--from", "from_run", required=True, help="The embed run to cluster.")
 @cluster_options
 @replace_option
+@ray_option
 @click.pass_context
-def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, threads, replace):
+def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, threads, replace,
+            ray_address):
     """Cluster an embed run per kernel size and name the clusters by template matching."""
     from kernel_catalog.analysis.cluster_run import cluster_run
 
     params = _cluster_params(k, k_max, space, method, seed, templates, name_threshold, threads)
-    cluster_run(open_catalog(ctx), run, from_run, params, replace=replace, echo=_echo)
+    cluster_run(open_catalog(ctx), run, from_run, params, replace=replace, echo=_echo, ray=ray_address)
     click.echo(f"cluster run {run} stored; see `catalog report {run} --by layer`")
 
 

@@ -68,15 +68,27 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     return env
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray instance for the session's Ray tests (2 CPUs, no dashboard)."""
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    """One local Ray instance for a module's few Ray tests (2 CPUs, no dashboard). Its workers
+    inherit the AWS variables pointing at the module's S3 server (set before ray.init), as a real
+    cluster's workers get theirs from their own environment."""
     ray = pytest.importorskip("ray")
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update({"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"})
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})
-    yield ray
-    ray.shutdown()
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def s3_objects(bucket: str, prefix: str = "") -> list[str]:

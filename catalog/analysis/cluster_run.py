@@ -32,7 +32,6 @@ from kernel_catalog.store.results import CLUSTER_SCHEMA, LABEL_SCHEMA
 from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run
 from kernel_catalog.store import Catalog
 
-CLUSTER_COLUMNS = CLUSTER_SCHEMA        # the name this module exported before
 SEED_SAMPLE = 5000                      # seed_ari: at most this many kernels per size (fixed-seed sample)
 SEED_REPEATS = 2                        # seed_ari: this many further seeds
 
@@ -178,8 +177,10 @@ def cluster_run(
     params: ClusterParams = ClusterParams(),
     replace: bool = False,
     echo=lambda line: None,
+    ray: str | None = None,
 ) -> dict:
-    """Cluster an embed run's kernels per size, name the clusters, store labels; returns metrics."""
+    """Cluster an embed run's kernels per size, name the clusters, store labels; returns metrics.
+    ray: a Ray address; the reconstructions are then computed per block as Ray tasks (analysis._ray)."""
     started = time.perf_counter()
     params = with_changes(params, threads=params.threads or available_cores())   # recorded as used
     check_new_run(catalog, run, replace)
@@ -194,7 +195,12 @@ def cluster_run(
         xu = size.x[size.usable]
         if len(xu) == 0:
             continue
-        z, recon = _reconstruct(models[key], size)
+        if ray:
+            from kernel_catalog.analysis._ray import ray_reconstruct
+
+            z, recon = ray_reconstruct(ray, models[key], xu, size.models[size.usable])
+        else:
+            z, recon = _reconstruct(models[key], size)
         features = feature_space(params.space, z=z, recon=recon)
         if params.k == "auto":
             k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,

@@ -97,8 +97,10 @@ def embed(
     replace: bool = False,
     progress: bool = True,
     echo=lambda line: None,
+    ray: str | None = None,
 ) -> dict:
-    """Run the embedding step; returns the run's metrics (per kernel size)."""
+    """Run the embedding step; returns the run's metrics (per kernel size). ray: a Ray address
+    ('local', 'auto', 'ray://host:port') to encode with Ray Data (analysis._ray)."""
     started = time.perf_counter()
     params = with_changes(params, threads=params.threads or available_cores())   # recorded as used
     check_new_run(catalog, run, replace)
@@ -109,6 +111,11 @@ def embed(
         params = with_changes(params, per_model=parent.embed_params().per_model)
     selection = KernelSelection(catalog, where)
     try:
+        encode = None
+        if ray:
+            from kernel_catalog.analysis._ray import ray_encoder
+
+            encode = ray_encoder(catalog, selection.paths, selection.where, ray)
         sizes = selection.sizes()
         if not sizes:
             raise CatalogError(f"the selection --where {where!r} matches no kernels; check it with `catalog sql`")
@@ -132,7 +139,8 @@ def embed(
             for name, rows in groups:
                 part = (ids, weights) if rows is None else (ids[rows], weights[rows])
                 model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
-                                                       reused.get(key, {}), blobs, progress)
+                                                       reused.get(key, {}), blobs, progress,
+                                                       encode if rows is None else None)
                 device = model.device
                 size_tables.append(table)
                 null_d = None
@@ -154,7 +162,7 @@ def embed(
     return metrics
 
 
-def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress):
+def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None):
     """Train (or reuse) one autoencoder and encode its kernels; returns (model, table, usable recon_cos)."""
     ids, weights = part
     key = size_key(kh, kw)
@@ -172,6 +180,9 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress)
         if name is not None:
             model.config["model"] = name
         blobs[f"autoencoder:{key}" + ("" if name is None else f":{name}")] = lambda path, m=model: ae.save(m, path)
+    if encode is not None:      # Ray Data over the Parquet (pooled groups)
+        table, recon_cos = encode(model, kh, kw, params)
+        return model, table, recon_cos
     chunks = [(ids, weights)] if weights is not None else selection.batches(kh, kw)
     table, recon_cos = _encode_chunks(model, chunks, kh, kw, params)
     return model, table, recon_cos

@@ -169,10 +169,10 @@ class Catalog:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.root / ".lock", wait=wait, what=f"catalog {self.root}"):
-            with self.writer(wait=wait):
-                pass            # schema upgrade and orphan removal, before any worker writes
             self._held = 1
             try:
+                with self.writer(wait=wait) as session:
+                    session.remove_orphans()   # (and the schema upgrade) before any worker writes
                 yield
             finally:
                 self._held = 0

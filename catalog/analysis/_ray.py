@@ -1,0 +1,104 @@
+"""`catalog embed --ray ADDRESS`: encode every selected kernel with Ray Data `map_batches`.
+
+The autoencoder is trained on the driver exactly as in-process (in memory up to 2 M kernels of a
+size, streamed from Parquet above), so its weights are the same; encoding, the part that grows
+with the catalog, reads the committed Parquet (local or on the data root URI) as a Ray dataset
+and runs in tasks (fractional CPUs, never an actor pool that takes every CPU: those can starve
+the read tasks). Each batch applies the selection's WHERE with DuckDB over the Arrow batch and
+goes through the same encoding function as the in-process path, so embeddings agree to float
+rounding (within 1e-5 on CPU).
+"""
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.store import Catalog
+from kernel_catalog.store.ray_runtime import connect, is_remote
+from kernel_catalog.store.results import EMBEDDING_SCHEMA
+
+BATCH_ROWS = 1 << 16
+
+
+def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params) -> pa.Table:
+    from importlib import import_module
+
+    # the in-process path's own encoding and weight reading, so both give the same values
+    embed_step, selection = (import_module(f"kernel_catalog.analysis.{m}") for m in ("embed", "selection"))
+
+    if "model" in batch.column_names:      # the hive partition value, as DuckDB decodes it
+        batch = batch.set_column(batch.column_names.index("model"), "model",
+                                 pa.array([unquote(m) for m in batch.column("model").to_pylist()], pa.string()))
+    con = duckdb.connect()
+    try:
+        con.register("kernels", batch)
+        rows = con.sql(f"SELECT kernel_id, weights FROM kernels WHERE ({where}) "
+                       f"AND kh = {int(kh)} AND kw = {int(kw)}").to_arrow_table()
+    finally:
+        con.close()
+    if rows.num_rows == 0:
+        return EMBEDDING_SCHEMA.empty_table()
+    ids = rows.column("kernel_id").to_numpy()
+    weights = selection._flat_weights(rows.column("weights"), kh * kw)
+    table, _ = embed_step._encode_chunks(model, [(ids, weights)], kh, kw, params)
+    return table
+
+
+def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str):
+    """A function (model, kh, kw, params) -> (embeddings table, usable recon_cos) that encodes on Ray."""
+    ray = connect(address)
+    data = catalog.data
+    if data.is_local and is_remote(address):
+        raise CatalogError(f"--ray {address}: workers on other machines cannot read the local catalog folder; "
+                           "create the catalog with `catalog init --data-root s3://...`")
+    files = [data.full(p) for p in paths]
+
+    def encode(model, kh: int, kw: int, params) -> tuple[pa.Table, np.ndarray]:
+        from dataclasses import replace
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        dataset = ray.data.read_parquet(files, filesystem=data.fs, file_extensions=None)
+        encoded = dataset.map_batches(
+            _encode_batch, batch_format="pyarrow", batch_size=BATCH_ROWS, num_cpus=0.5,
+            fn_kwargs={"model": model, "kh": kh, "kw": kw, "where": where,
+                       "params": replace(params, threads=1)})
+        parts = [t for t in ray.get(encoded.to_arrow_refs()) if t.num_rows]
+        table = pa.concat_tables(parts).cast(EMBEDDING_SCHEMA) if parts else EMBEDDING_SCHEMA.empty_table()
+        table = table.sort_by("kernel_id")
+        usable = table.column("usable").to_numpy(zero_copy_only=False)
+        recon_cos = table.column("recon_cos").to_numpy(zero_copy_only=False)[usable].astype(np.float64)
+        return table, recon_cos
+
+    return encode
+
+
+def _encode_rows(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from kernel_catalog.analysis import autoencoder as ae
+
+    z, recon, _ = ae.encode(model, x, threads=1)
+    return z, recon
+
+
+def ray_reconstruct(address: str, models: dict, x: np.ndarray, owners: np.ndarray,
+                    block_rows: int = BATCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """(z, recon) of preprocessed usable kernels, each through its autoencoder (pooled: key None),
+    encoded per block of rows as Ray tasks; the same values as encoding in one piece."""
+    ray = connect(address)
+    task = ray.remote(num_cpus=0.5)(_encode_rows)
+    z = recon = None
+    for name, model in models.items():
+        rows = np.arange(len(x)) if name is None else np.flatnonzero(owners == name)
+        if not len(rows):
+            continue
+        model_ref = ray.put(model)
+        blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
+        results = ray.get([task.remote(model_ref, x[b]) for b in blocks])
+        for b, (zi, ri) in zip(blocks, results):
+            if z is None:
+                z, recon = np.zeros((len(x), zi.shape[1]), np.float32), np.zeros_like(x, dtype=np.float32)
+            z[b], recon[b] = zi, ri
+    return z, recon

@@ -1,0 +1,126 @@
+"""`catalog ingest --ray ADDRESS`: sources fan out as Ray tasks, one committer.
+
+Each task reads one source (download + adapter), builds the kernel table and writes its Parquet
+under a new unique name into the data root, and returns small metadata (model, digest, layer
+rows, the file's path). The driver holds the writer lock for the whole run (so no other writer
+removes the workers' files as orphans) and commits each model in its own transaction, as the
+in-process path does. A worker that dies is retried by Ray; the retry computes the same digest
+and the same rows, and the dead attempt's file is an orphan removed at the end of the run. Two
+results for one model are committed once (`unchanged` for the second, its file deleted).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
+
+from kernel_catalog.adapters.base import Extraction, IngestOptions
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.ingest._ingest import (
+    IngestFailure, IngestResult, _log, _replace_model_rows, expand_sources, read_source, validate_model_name,
+)
+from kernel_catalog.store import Catalog
+from kernel_catalog.store.datafs import DataRoot, kernel_file_path
+from kernel_catalog.store.faults import crash_once
+from kernel_catalog.store.kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
+from kernel_catalog.store.ray_runtime import connect, is_remote, task_options
+
+MAX_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class StagedModel:
+    """What a task returns: everything the commit needs, but no kernel values."""
+
+    result: IngestResult
+    extraction: Extraction          # without its layers
+    adapter_version: str
+    layer_rows: list
+    path: str
+    n_rows: int
+
+
+def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | None,
+                      local_root: str, uri: str | None) -> StagedModel:
+    """The task body: read one source and write its kernel Parquet into the data root."""
+    started = time.perf_counter()
+    adapter, extraction = read_source(source, options, adapter_name)
+    model = validate_model_name(options.name or extraction.model)
+    digest = checkpoint_digest(extraction.layers)
+    table, layer_rows = build_kernel_table(extraction.layers, digest, adapter.name, extraction.trained)
+    path = kernel_file_path(model, digest)
+    DataRoot(local_root, uri).write_parquet(path, table, **PARQUET_OPTIONS)
+    crash_once("ray-task-written")
+    result = IngestResult(model, "added", digest, adapter.name, len({r.layer for r in layer_rows}), table.num_rows,
+                          sum(r.n_nonfinite for r in layer_rows), sum(r.n_near_zero for r in layer_rows),
+                          0.0, read_seconds=time.perf_counter() - started)
+    return StagedModel(result, replace(extraction, layers=[]), adapter.version, layer_rows, path, table.num_rows)
+
+
+def commit_staged(catalog: Catalog, staged: StagedModel, force: bool, wait: float | None,
+                  duplicate: bool = False) -> IngestResult:
+    """Commit one staged model under the writer lock (same rules as commit_extraction); a
+    `duplicate` (the model was committed earlier in this run) with the same digest is dropped."""
+    result, model = staged.result, staged.result.model
+    with catalog.writer(wait=wait) as session:
+        rows = session.con.execute("SELECT checkpoint_sha256 FROM model_records WHERE model = ?", [model]).fetchall()
+        if rows and (not force or duplicate and rows[0][0] == result.checkpoint_sha256):
+            session.data.delete(staged.path)        # a duplicate: dropped, its file removed
+            if rows[0][0] != result.checkpoint_sha256:
+                raise CatalogError(
+                    f"model '{model}' is already in the catalog with other weights (sha256 {rows[0][0][:12]}, "
+                    f"new {result.checkpoint_sha256[:12]}); pass --force to replace it or --name to keep both")
+            result = replace(result, action="unchanged")
+            with session.transaction() as con:
+                _log(con, result, staged.extraction, staged.adapter_version)
+            return result
+        if rows:
+            result = replace(result, action="replaced")
+        old = _replace_model_rows(session, result, staged.extraction, staged.adapter_version, staged.layer_rows,
+                                  staged.path, SimpleNamespace(num_rows=staged.n_rows))
+        for path in old:
+            session.data.delete(path)
+    return result
+
+
+def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: IngestOptions = IngestOptions(),
+               adapter: str | None = None, force: bool = False, wait: float | None = None,
+               on_result=None) -> list[IngestResult | IngestFailure]:
+    """Ingest sources as Ray tasks; outcomes in the order of the sources (as ingest_many)."""
+    names = expand_sources(sources, options)
+    if options.name and len(names) > 1:
+        raise CatalogError(f"--name gives one model name, but {len(names)} sources were given")
+    ray = connect(address)
+    with catalog.hold(wait=wait):
+        data = catalog.data
+        if data.is_local and is_remote(address):
+            raise CatalogError(f"--ray {address}: workers on other machines cannot write the local catalog folder; "
+                               "create the catalog with `catalog init --data-root s3://...`")
+        task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(extract_and_stage)
+        refs = [task.options(**task_options()).remote(s, options, adapter, str(data.local_root), data.uri)
+                for s in names]
+        outcomes: list[IngestResult | IngestFailure | None] = [None] * len(names)
+        committed: set[str] = set()
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            i = refs.index(done[0])
+            started = time.perf_counter()
+            try:
+                staged = ray.get(done[0])
+                outcome = commit_staged(catalog, staged, force, wait, duplicate=staged.result.model in committed)
+                committed.add(outcome.model)
+                outcome = replace(outcome, seconds=outcome.read_seconds + time.perf_counter() - started)
+            except ray.exceptions.RayError as error:     # (a task's CatalogError arrives wrapped)
+                cause = getattr(error, "cause", None)
+                message = str(cause) if isinstance(cause, CatalogError) else \
+                    f"{names[i]}: {' '.join(str(cause or error).split())[:300]}"
+                outcome = IngestFailure(names[i], message)
+            except CatalogError as error:
+                outcome = IngestFailure(names[i], str(error))
+            outcomes[i] = outcome
+            if on_result:
+                on_result(outcome)
+        with catalog.writer(wait=wait) as session:
+            session.remove_orphans()                  # files of attempts that died and were retried
+    return outcomes

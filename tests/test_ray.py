@@ -1,0 +1,70 @@
+"""Ingest, embed and cluster on a local Ray instance (2 CPUs, shared by this module's few tests):
+the same rows and values as the in-process path; a worker killed mid-task is retried with no
+duplicate rows; data on the S3-compatible server."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.embed import embed
+from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.ingest import ingest_ray, ingest_many
+from kernel_catalog.store import Catalog
+from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
+
+from .cluster_fixtures import ray_local, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+KERNEL_ROWS = "SELECT model, kernel_id, layer, channel, kh, kw, weights FROM kernels ORDER BY model, kernel_id"
+PARAMS = EmbedParams(epochs=3, null_model=False)
+
+
+def _sources(cls_onnx):
+    return [str(cls_onnx)]
+
+
+def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_path, cls_onnx, monkeypatch):
+    local = Catalog(tmp_path / "local")
+    ingest_many(local, [str(cls_onnx)])
+    embed(local, "e", "kh = 5", PARAMS, progress=False)
+    cluster_run(local, "c", "e", ClusterParams(k=3))
+
+    remote = Catalog(tmp_path / "driver")
+    remote.init(f"s3://{s3_env['BUCKET']}/lab")
+    # a worker killed right after writing its Parquet: Ray retries the task, the dead attempt's
+    # file is an orphan removed at the end of the run, the model is committed once
+    monkeypatch.setenv(CRASH_ENV, "ray-task-written")
+    monkeypatch.setenv(ONCE_ENV, str(tmp_path / "killed-once"))
+    outcomes = ingest_ray(remote, [str(cls_onnx)], "local")
+    monkeypatch.delenv(CRASH_ENV)
+    assert (tmp_path / "killed-once").exists()                      # the kill did happen
+    assert [o.action for o in outcomes] == ["added"], outcomes
+    assert remote.sql(KERNEL_ROWS) == local.sql(KERNEL_ROWS)        # same ids and weights, no duplicates
+    kernel_keys = [k for k in s3_objects(s3_env["BUCKET"]) if "/kernels/" in k]
+    assert len(kernel_keys) == 1                                    # the retried task's orphan is gone
+    again = ingest_ray(remote, [str(cls_onnx)], "local")            # idempotent: same digest, unchanged
+    assert [o.action for o in again] == ["unchanged"] and remote.sql("SELECT count(*) FROM kernels") == \
+        local.sql("SELECT count(*) FROM kernels")
+
+    embed(remote, "e", "kh = 5", PARAMS, progress=False, ray="local")
+    cluster_run(remote, "c", "e", ClusterParams(k=3), ray="local")
+    query = "SELECT kernel_id, z, recon_cos, usable FROM embeddings WHERE run = 'e' ORDER BY kernel_id"
+    a, b = local.sql(query), remote.sql(query)
+    assert a.column("kernel_id") == b.column("kernel_id") and a.column("usable") == b.column("usable")
+    za, zb = np.array(a.column("z").to_pylist(), float), np.array(b.column("z").to_pylist(), float)
+    assert np.abs(za - zb).max() <= 1e-5
+    ra, rb = (t.column("recon_cos").to_numpy(zero_copy_only=False) for t in (a, b))
+    assert np.nanmax(np.abs(ra - rb)) <= 1e-5
+    labels = "SELECT kernel_id, cluster, label FROM labels WHERE run = 'c' ORDER BY kernel_id"
+    assert local.sql(labels) == remote.sql(labels)
+
+
+def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
+    catalog = Catalog(tmp_path / "c")
+    outcomes = ingest_ray(catalog, [str(cls_onnx), str(tmp_path / "missing.onnx")], "local",
+                          IngestOptions(include=("Conv@2",)))
+    assert outcomes[0].action == "added"
+    assert "missing.onnx" in outcomes[1].message and "\n" not in outcomes[1].message
