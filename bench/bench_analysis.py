@@ -27,7 +27,7 @@ from kernel_catalog.analysis.analyze import analyze  # noqa: E402
 from kernel_catalog.report.report import report  # noqa: E402
 from kernel_catalog.analysis.autoencoder import KernelAutoencoder, cosine_loss, train_autoencoder  # noqa: E402
 from kernel_catalog.ingest import commit_extraction  # noqa: E402
-from kernel_catalog.analysis.planted import planted_bank  # noqa: E402
+from kernel_catalog.analysis.planted import planted_bank, planted_classes  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
 from kernel_catalog.store import Catalog  # noqa: E402
 
@@ -73,10 +73,10 @@ def end_to_end(total: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     try:
         catalog = Catalog(root)
-        per_family = total // 8 // 10
+        per_class = total // len(planted_classes(7, 7)) // 10
         started = time.perf_counter()
         for part in range(10):      # 10 models of 100 k kernels: ingest stays in bounded memory
-            kernels, _ = planted_bank(per_family, 7, 7, snr=2.0, seed=part)
+            kernels, _ = planted_bank(per_class, 7, 7, snr=2.0, seed=part)
             layers = [DepthwiseLayer(f"blocks.{i}.dw", chunk.reshape(-1, 7, 7))
                       for i, chunk in enumerate(np.array_split(kernels, 10))]
             commit_extraction(catalog, Extraction(f"planted_{part}", "planted", True, layers), "bench", "0")

@@ -63,7 +63,6 @@ FAMILY_COLORS = {
     "square-pos": "#393b79", "square-neg": "#6b6ecf", "cross-pos": "#637939", "cross-neg": "#b5cf6b",
     UNMATCHED: "#9e9e9e",
 }
-LABEL_COLORS = FAMILY_COLORS     # the name this module exported before
 _EXTRA_COLORS = ("#843c39", "#d6616b", "#7b4173", "#ce6dbd", "#8c6d31", "#e7ba52", "#5254a3", "#9c9ede")
 _PERIODS = {"deriv1": 360, "deriv2": 180, "saddle": 180}
 
