@@ -89,6 +89,7 @@ def test_site_layout_and_relative_links(site):
     assert MODEL in index and ">ae<" in index and "embed" in index and "cluster" in index   # models and runs
     cluster = (root / "clusters" / "5x5-c0.html").read_text()
     assert all(word in cluster for word in ("template", "score", "share", "medoid", "random sample, seed 0"))
+    assert "margin" in cluster and ">margin</th>" in index and "a|b" in index      # ambiguity is said
 
 
 def test_every_page_renders_in_headless_chromium(site, tmp_path):
