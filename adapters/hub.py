@@ -104,6 +104,11 @@ def _license(info: Any) -> str | None:
 
 
 def require_online(repo: str, display: str) -> None:
+    """CatalogError when HF_HUB_OFFLINE is set now; else make huggingface_hub agree (it read the
+    variable once, at import, and refuses every request while its copy says offline)."""
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = offline()
     if offline():
         raise CatalogError(
             f"{display}: {repo} is not in the Hugging Face cache {hf_cache_dir()} and HF_HUB_OFFLINE is set;"
