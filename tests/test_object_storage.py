@@ -115,3 +115,16 @@ def test_local_init_makes_a_local_catalog(tmp_path):
     result = run_cli("--catalog", str(tmp_path / "c"), "init", check=True)
     assert "data in" in result.stdout and (tmp_path / "c" / "catalog.duckdb").is_file()
     assert Catalog(tmp_path / "c").data.is_local
+
+
+def test_without_the_cluster_extra_one_line_says_what_to_install(tmp_path, cls_onnx):
+    import subprocess
+    import sys
+
+    blocked = "import sys; sys.modules['ray'] = sys.modules['boto3'] = None; from kernel_catalog.cli import main; main()"
+    for args in (["--catalog", str(tmp_path / "c"), "ingest", str(cls_onnx), "--ray", "local"],
+                 ["--catalog", "s3://bucket/prefix", "models"],
+                 ["--catalog", str(tmp_path / "d"), "init", "--data-root", "s3://bucket/prefix"]):
+        result = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=300)
+        assert_one_line_error(result, "pip install 'kernel-catalog[cluster]'")
+    assert not (tmp_path / "d" / "catalog.duckdb").exists()
