@@ -9,6 +9,7 @@ Targets at SNR 2-3 for 5x5 and 7x7: ARI >= 0.95, family and polarity >= 95 %, or
 22.5 deg >= 90 %. Results with date and machine go to bench/RESULTS.md.
 
 Usage: python bench/bench_validation.py [--per-class 80] [--seeds 0 1] [--snr 1 2 3 5 8] [--features reconstruction kernel]
+       [--sizes 3x3 5x5 7x7 9x9 11x11 1x7 1x11]
 """
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ def main() -> None:
     ap.add_argument("--snr", type=float, nargs="+", default=[1, 2, 3, 5, 8])
     ap.add_argument("--features", nargs="+", default=["reconstruction", "kernel"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sizes", nargs="+", default=[f"{kh}x{kw}" for kh, kw in SIZES], help="e.g. 5x5 7x7 1x7")
     args = ap.parse_args()
     print(f"# bench_validation {date.today()} on {platform.node()} ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores), {args.per_class} kernels per class, seeds {args.seeds} (mean)")
     print("| features | size | SNR | ARI | family | polarity | orientation median (deg) | within 22.5 deg | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for features in args.features:
-        for kh, kw in SIZES:
+        for kh, kw in (tuple(int(v) for v in size.split("x")) for size in args.sizes):
             for snr in args.snr:
                 started = time.perf_counter()
                 runs = [validate(kh, kw, snr, n_per_class=args.per_class, seed=s, features=features,

@@ -81,7 +81,7 @@ def test_impulses_are_named_impulse_not_dog(kh):
 
 
 def test_bands_name_along_their_axis():
-    m = match(np.array([render("deriv1", 1, 7, orientation=180), render("deriv2", 1, 7, polarity="neg")]),
+    m = match(np.array([render("deriv1", 1, 7, orientation=180), render("deriv2", 1, 7, sigma=0.6, polarity="neg")]),
               make_templates(1, 7))
     assert list(m.label) == ["deriv1-180", "deriv2-000-neg"]
     m = match(np.array([render("deriv1", 7, 1, orientation=90)]), make_templates(7, 1))

@@ -2,8 +2,13 @@
 
 Each kernel (or cluster mean) is matched against every template of a `TemplateBank` by cosine
 (sign-aware); oriented families at every whole degree through steering. Per family the best
-match is kept; the name is the best family's, the *margin* is its cosine minus the best cosine
-of any other family.
+match is kept. Families are compared fairly: one with many templates (every orientation, four
+scales) fits noise better than one with a single template, so each family's best cosine is
+judged against its *noise floor* (the mean squared best cosine iid Gaussian kernels reach,
+`noise_floor`): the adjusted cosine sqrt((cos^2 - floor) / (1 - floor)) picks the family (on
+planted 5x5 banks at SNR 3, 94.0 -> 95.7 % of kernels named with their family). The name is the
+winning family's best match and `score` its plain cosine; the *margin* is its adjusted cosine
+minus that of the next family (for a clean template, close to the plain difference).
 
 Ambiguity is said, not hidden: a cluster whose margin is below `AMBIGUOUS_MARGIN` (0.05) is
 named `a|b` (its best label, then the runner-up family's best label), in every place a cluster
@@ -33,7 +38,7 @@ class Matches:
     scale: np.ndarray         # (N,) float64, NaN where the family has none
     template: np.ndarray      # (N,) object, "family/variant"
     score: np.ndarray         # (N,) float32 cosine
-    margin: np.ndarray        # (N,) float32: best family's cosine minus the next family's (NaN: one family)
+    margin: np.ndarray        # (N,) float32: best family's adjusted cosine minus the next family's (NaN: one family)
     runner_up: np.ndarray     # (N,) object: the next family's best label (None: one family)
 
     @property
@@ -60,12 +65,27 @@ def match(kernels: np.ndarray, bank: TemplateBank, chunk: int = 16384) -> Matche
     k = np.asarray(kernels, dtype=np.float64)
     if k.ndim != 2 or k.shape[1] != bank.kh * bank.kw:
         raise ValueError(f"kernels of shape {k.shape} do not fit {bank.kh}x{bank.kw} templates")
-    parts = [_match_chunk(k[lo:lo + chunk], bank) for lo in range(0, len(k), chunk)] or [_match_chunk(k, bank)]
+    floor = noise_floor(bank)
+    parts = [_match_chunk(k[lo:lo + chunk], bank, floor) for lo in range(0, len(k), chunk)] or \
+        [_match_chunk(k, bank, floor)]
     return Matches(*(np.concatenate([getattr(p, f) for p in parts]) for f in Matches.__dataclass_fields__))
 
 
-def _match_chunk(k: np.ndarray, bank: TemplateBank) -> Matches:
-    unit, _ = unit_rows(k)
+NOISE_SAMPLE = 2000     # iid Gaussian kernels that measure each family's noise floor (fixed seed)
+
+
+def noise_floor(bank: TemplateBank) -> np.ndarray:
+    """Per family (in `bank.family_names()` order): the mean squared best cosine that iid Gaussian
+    noise reaches with the family's templates. A family with many templates (every orientation,
+    four scales) fits noise better than a single impulse (at 5x5: deriv2 3.2 / 24, impulse
+    1.0 / 24); without this correction a noisy impulse is named a thin deriv2 bar."""
+    noise = np.random.default_rng(20241).standard_normal((NOISE_SAMPLE, bank.kh * bank.kw))
+    scores = _family_scores(unit_rows(noise)[0], bank)[1]
+    return (np.clip(scores, 0.0, None) ** 2).mean(axis=0)
+
+
+def _family_scores(unit: np.ndarray, bank: TemplateBank):
+    """Per row and family: the best cosine and its match (polarity, orientation, scale, template)."""
     n = len(unit)
     fams = bank.family_names()
     best = {f: [np.full(n, -np.inf), np.full(n, None, object), np.full(n, np.nan), np.full(n, np.nan),
@@ -95,13 +115,24 @@ def _match_chunk(k: np.ndarray, bank: TemplateBank) -> Matches:
                np.array([f"{s.family}/s{s.sigma:.2f}@{a:05.1f}" for a in angle], object))
     scores = np.stack([best[f][0] for f in fams], axis=1)             # (n, F)
     slots = [np.stack([best[f][slot] for f in fams], axis=1) for slot in range(1, 5)]
-    order = np.argsort(-scores, axis=1, kind="stable")
+    return fams, scores, slots
+
+
+def _match_chunk(k: np.ndarray, bank: TemplateBank, floor: np.ndarray) -> Matches:
+    unit, _ = unit_rows(k)
+    n = len(unit)
+    fams, scores, slots = _family_scores(unit, bank)
+    # The family is the one that explains most of the kernel beyond its noise floor:
+    # evidence = (cos^2 - floor) / (1 - floor), compared as a signed square root ("adjusted cosine").
+    evidence = (np.clip(scores, 0.0, None) ** 2 - floor) / (1.0 - floor)
+    adjusted = np.sign(evidence) * np.sqrt(np.abs(evidence))
+    order = np.argsort(-adjusted, axis=1, kind="stable")
     top = order[:, 0]
     rows = np.arange(n)
     polarity, orientation, scale, template = (s[rows, top] for s in slots)
     if len(fams) > 1:
         second = order[:, 1]
-        margin = (scores[rows, top] - scores[rows, second]).astype(np.float32)
+        margin = (adjusted[rows, top] - adjusted[rows, second]).astype(np.float32)
         names = np.asarray(fams, dtype=object)
         runner = np.array([label_of(f, p, o) for f, p, o in zip(names[second], slots[0][rows, second],
                                                                  slots[1][rows, second])], dtype=object)
