@@ -123,10 +123,11 @@ def _match_chunk(k: np.ndarray, bank: TemplateBank, floor: np.ndarray) -> Matche
     n = len(unit)
     fams, scores, slots = _family_scores(unit, bank)
     # The family is the one that explains most of the kernel beyond its noise floor:
-    # evidence = (cos^2 - floor) / (1 - floor), compared as a signed square root ("adjusted cosine").
+    # evidence = (cos^2 - floor) / (1 - floor); its square root is the "adjusted cosine".
+    # A family that explains no more than noise counts 0 in the margin (so margins stay in [0, 1]).
     evidence = (np.clip(scores, 0.0, None) ** 2 - floor) / (1.0 - floor)
-    adjusted = np.sign(evidence) * np.sqrt(np.abs(evidence))
-    order = np.argsort(-adjusted, axis=1, kind="stable")
+    adjusted = np.sqrt(np.clip(evidence, 0.0, None))
+    order = np.argsort(-evidence, axis=1, kind="stable")
     top = order[:, 0]
     rows = np.arange(n)
     polarity, orientation, scale, template = (s[rows, top] for s in slots)
