@@ -68,3 +68,15 @@ def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
                           IngestOptions(include=("Conv@2",)))
     assert outcomes[0].action == "added"
     assert "missing.onnx" in outcomes[1].message and "\n" not in outcomes[1].message
+
+
+def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp_path, cls_onnx, monkeypatch):
+    from kernel_catalog.analysis import embed as embed_step
+
+    catalog = Catalog(tmp_path / "c")
+    ingest_many(catalog, [str(cls_onnx)])
+    monkeypatch.setattr(embed_step, "STREAM_ABOVE", 300)       # "large": more than 300 kernels of a size
+    metrics = [embed(catalog, run, "kh = 5", PARAMS, progress=False, ray="local")["5x5"] for run in ("s1", "s2")]
+    assert metrics[0]["n"] == 800 and metrics[0] == metrics[1]            # seeded: the same sample twice
+    rows = catalog.sql("SELECT run, count(*) AS n, count(z) AS z FROM embeddings GROUP BY run ORDER BY run")
+    assert rows.column("n").to_pylist() == [800, 800] and rows.column("z").to_pylist() == [800, 800]

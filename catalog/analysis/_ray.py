@@ -24,7 +24,32 @@ from kernel_catalog.store.results import EMBEDDING_SCHEMA
 BATCH_ROWS = 1 << 16
 
 
-def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params) -> pa.Table:
+def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw: int, rows: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bounded, seeded sample (reservoir, `rows` kernels, one thread: repeatable) of one size of
+    the selection, to train on when the selection is too large to hold; (kernel_ids, weights)."""
+    from importlib import import_module
+
+    selection = import_module("kernel_catalog.analysis.selection")
+    con = catalog.point_at_root(duckdb.connect(config={"threads": 1}))
+    try:
+        catalog.kernels_view(con, paths)
+        table = con.sql(f"SELECT kernel_id, weights FROM kernels WHERE ({where}) AND kh = {int(kh)} AND kw = {int(kw)} "
+                        f"USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})").to_arrow_table()
+    finally:
+        con.close()
+    table = table.sort_by("kernel_id")
+    return table.column("kernel_id").to_numpy(), selection._flat_weights(table.column("weights"), kh * kw)
+
+
+def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params, gpu: bool = False) -> pa.Table:
+    if gpu:
+        import dataclasses
+
+        import torch
+
+        if torch.cuda.is_available():
+            model = dataclasses.replace(model, module=model.module.to("cuda"), device="cuda")
     from importlib import import_module
 
     # the in-process path's own encoding and weight reading, so both give the same values
@@ -62,9 +87,13 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str):
 
         ray.data.DataContext.get_current().enable_progress_bars = False
         dataset = ray.data.read_parquet(files, filesystem=data.fs, file_extensions=None)
+        # GPU tasks when the cluster has GPUs (the model moves to the task's GPU), else half a CPU
+        # each: never an actor pool that takes every CPU (it can starve the read tasks)
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
         encoded = dataset.map_batches(
-            _encode_batch, batch_format="pyarrow", batch_size=BATCH_ROWS, num_cpus=0.5,
-            fn_kwargs={"model": model, "kh": kh, "kw": kw, "where": where,
+            _encode_batch, batch_format="pyarrow", batch_size=BATCH_ROWS,
+            **({"num_gpus": 1} if gpus else {"num_cpus": 0.5}),
+            fn_kwargs={"model": model, "kh": kh, "kw": kw, "where": where, "gpu": gpus,
                        "params": replace(params, threads=1)})
         parts = [t for t in ray.get(encoded.to_arrow_refs()) if t.num_rows]
         table = pa.concat_tables(parts).cast(EMBEDDING_SCHEMA) if parts else EMBEDDING_SCHEMA.empty_table()

@@ -133,7 +133,15 @@ def embed(
                 ids, weights, names = selection.load(kh, kw, with_model=True)
                 groups = [(m, names == m) for m in sorted(set(names))]
             else:
-                ids, weights = selection.load(kh, kw) if n <= STREAM_ABOVE else (None, None)
+                if n <= STREAM_ABOVE:
+                    ids, weights = selection.load(kh, kw)
+                elif encode is not None:   # Ray: train on a bounded seeded sample, encode every kernel
+                    from kernel_catalog.analysis._ray import training_sample
+
+                    ids, weights = training_sample(catalog, selection.paths, selection.where, kh, kw,
+                                                   STREAM_ABOVE, params.seed)
+                else:
+                    ids, weights = None, None
                 groups = [(POOLED, None)]
             size_tables, per_group = [], {}
             for name, rows in groups:
@@ -148,7 +156,7 @@ def embed(
                     echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
                          f"{len(recon_cos)} iid Gaussian kernels")
                     null_d, _ = _null(len(recon_cos), kh, kw, params, progress)
-                per_group[name] = (recon_cos, null_d, model, len(part[0]) if part[0] is not None else n)
+                per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
             tables.extend(size_tables)
             metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
             m = metrics[key]
