@@ -14,7 +14,6 @@ import pyarrow as pa
 
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
-from kernel_catalog.store.views import kernels_view_sql
 
 
 def _flat_weights(column: pa.ChunkedArray, k: int) -> np.ndarray:
