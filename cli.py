@@ -101,7 +101,8 @@ def open_catalog(ctx: click.Context):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--catalog", "catalog_dir", envvar=ROOT_ENV, default=DEFAULT_ROOT,
               show_default=True, type=click.Path(file_okay=False),
-              help="Catalog folder (env KERNEL_CATALOG); created on first write.")
+              help="Catalog folder (env KERNEL_CATALOG); created on first write. s3://BUCKET/PREFIX: a published "
+                   "catalog, read-only.")
 @click.version_option(package_name="kernel-catalog")
 @click.pass_context
 def cli(ctx: click.Context, catalog_dir: str) -> None:
