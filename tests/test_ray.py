@@ -80,3 +80,22 @@ def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp
     assert metrics[0]["n"] == 800 and metrics[0] == metrics[1]            # seeded: the same sample twice
     rows = catalog.sql("SELECT run, count(*) AS n, count(z) AS z FROM embeddings GROUP BY run ORDER BY run")
     assert rows.column("n").to_pylist() == [800, 800] and rows.column("z").to_pylist() == [800, 800]
+
+
+def test_ray_cluster_fits_a_sample_and_assigns_every_row_per_block(ray_local):
+    """Above the sample bound k-means is fitted on a seeded sample and every row is assigned to its
+    nearest centre per block (Ray tasks); below it, the partition is exactly the in-process one."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from kernel_catalog.analysis._ray import ray_cluster
+    from kernel_catalog.analysis.clustering import cluster, nearest_centre
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)) * 5
+    x = (centres[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 8))).astype(np.float32)
+    sampled = ray_cluster("local", x, 4, 0, "kmeans", x, 1, fit_rows=500, block_rows=700)
+    assert np.array_equal(sampled.labels, nearest_centre(x, sampled.centroids))
+    assert sampled.sizes.sum() == 3000
+    assert adjusted_rand_score(cluster(x, 4, seed=0, kernels=x, threads=1).labels, sampled.labels) > 0.99
+    small = ray_cluster("local", x[:400], 4, 0, "kmeans", x[:400], 1, fit_rows=500)
+    assert np.array_equal(small.labels, cluster(x[:400], 4, seed=0, kernels=x[:400], threads=1).labels)

@@ -131,3 +131,27 @@ def ray_reconstruct(address: str, models: dict, x: np.ndarray, owners: np.ndarra
                 z, recon = np.zeros((len(x), zi.shape[1]), np.float32), np.zeros_like(x, dtype=np.float32)
             z[b], recon[b] = zi, ri
     return z, recon
+
+
+# k-means with --ray: fit on a bounded, seeded sample on the driver, then assign every row to its
+# nearest centre per block as Ray tasks (what k-means' predict does). A selection that fits in the
+# sample is clustered exactly as in-process.
+FIT_SAMPLE = 200_000
+
+
+def ray_cluster(address: str, features: np.ndarray, k: int, seed: int, method: str, kernels: np.ndarray,
+                threads: int | None, fit_rows: int = FIT_SAMPLE, block_rows: int = BATCH_ROWS):
+    """ClusterResult of every row: k-means fitted on `fit_rows` seeded rows, the rest predicted per block."""
+    from kernel_catalog.analysis.clustering import cluster, nearest_centre, summarise
+
+    if len(features) <= fit_rows or method == "gmm":   # a GMM's assignment is its own predict: fit it whole
+        return cluster(features, k, seed=seed, method=method, kernels=kernels, threads=threads)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(features), fit_rows, replace=False))
+    fitted = cluster(features[sample], k, seed=seed, method=method, threads=threads)
+    ray = connect(address)
+    task = ray.remote(num_cpus=0.5)(nearest_centre)
+    centres = ray.put(fitted.centroids)
+    blocks = [slice(i, i + block_rows) for i in range(0, len(features), block_rows)]
+    raw = np.concatenate(ray.get([task.remote(features[b], centres) for b in blocks]))
+    return summarise(features, raw, fitted.centroids, k, fitted.method, kernels)

@@ -180,7 +180,8 @@ def cluster_run(
     ray: str | None = None,
 ) -> dict:
     """Cluster an embed run's kernels per size, name the clusters, store labels; returns metrics.
-    ray: a Ray address; the reconstructions are then computed per block as Ray tasks (analysis._ray)."""
+    ray: a Ray address; the reconstructions are then computed per block as Ray tasks, and k-means
+    is fitted on a bounded seeded sample with every kernel assigned per block (analysis._ray)."""
     started = time.perf_counter()
     params = with_changes(params, threads=params.threads or available_cores())   # recorded as used
     check_new_run(catalog, run, replace)
@@ -207,7 +208,12 @@ def cluster_run(
                                       threads=params.threads)
         else:
             k, silhouettes = min(params.k, len(xu)), None
-        result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu, threads=params.threads)
+        if ray:   # fitted on a bounded sample, every row assigned per block as Ray tasks
+            from kernel_catalog.analysis._ray import ray_cluster
+
+            result = ray_cluster(ray, features, k, params.seed, params.method, xu, params.threads)
+        else:
+            result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu, threads=params.threads)
         medoid_ids = np.where(result.medoids >= 0, size.ids[size.usable][np.maximum(result.medoids, 0)], -1)
         bank = template_bank(params.templates, size.kh, size.kw)
         rows, clusters, size_metrics, names = _assemble(size, result.labels, result.mean_kernels, result.sizes,

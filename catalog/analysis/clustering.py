@@ -111,6 +111,13 @@ def cluster(
         raise ValueError(f"k={k} must be between 1 and the number of rows ({len(x)})")
     with _limit(threads):
         raw, centres, used = _fit(x, k, seed, method, n_init, minibatch_above)
+    return summarise(x, raw, centres, k, used, kernels)
+
+
+def summarise(features: np.ndarray, raw: np.ndarray, centres: np.ndarray, k: int, method: str,
+              kernels: np.ndarray | None = None) -> ClusterResult:
+    """A ClusterResult from raw labels and centres (from one fit, or assigned per block)."""
+    x = np.asarray(features, dtype=np.float32)
     # Renumber by decreasing size (ties: lower old label first) so label 0 is the largest.
     sizes = np.bincount(raw, minlength=k)
     order = np.lexsort((np.arange(k), -sizes))
@@ -136,7 +143,15 @@ def cluster(
     sums = np.add.reduceat(src[sorted_rows].astype(np.float64), starts[nonempty], axis=0)
     means[nonempty] = sums / sizes[nonempty, None]
     return ClusterResult(labels, centres, float(d2.sum()), sizes.astype(np.int64),
-                         means.astype(np.float32), medoids, used)
+                         means.astype(np.float32), medoids, method)
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each row's nearest centre (squared Euclidean), as k-means' predict assigns it."""
+    x = np.asarray(x, dtype=np.float32)
+    c = np.asarray(centres, dtype=np.float32)
+    d2 = (x * x).sum(axis=1)[:, None] - 2.0 * x @ c.T + (c * c).sum(axis=1)[None, :]
+    return np.argmin(d2, axis=1)
 
 
 def choose_k(
