@@ -59,8 +59,13 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
     for args in (["models"], ["layers", "ch_ppocr_mobile_v2.0_cls_infer"], ["report", "c5"],
                  ["export", "--where", "kh = 5", "-o", str(tmp_path / "k5.npz")],
                  ["figure", "clusters", "--run", "c5", "-o", str(tmp_path / "c.svg")],
-                 ["gallery", "--run", "c5", "-o", str(tmp_path / "site")]):
+                 ["gallery", "--run", "c5", "-o", str(tmp_path / "site")],
+                 ["drift", "--a", "kh = 5 AND layer_index < 5", "--b", "kh = 5 AND layer_index >= 5"]):
         _cli(s3_env, "--catalog", uri, *args, check=True)
+    for catalog in (str(root), uri):   # the nearest-kernel search reads the files on S3 too
+        nearest = _cli(s3_env, "--catalog", catalog, "nearest", "--template", "dog-pos", "--size", "5x5",
+                       "--k", "3", "--format", "csv", check=True).stdout
+        assert len(nearest.strip().splitlines()) == 4
     assert (tmp_path / "k5.npz").is_file() and (tmp_path / "site" / "index.html").is_file()
 
     refused = _cli(s3_env, "--catalog", uri, "ingest", str(cls_onnx))

@@ -26,6 +26,7 @@ import pyarrow as pa
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
+from kernel_catalog.store.remote_views import kernels_dataset_view
 
 CACHE_DIR = ("cache", "nearest")
 BATCH_ROWS = 1 << 18   # kernels preprocessed at a time while building (bounded memory)
@@ -47,9 +48,12 @@ def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
     """(ids, (m, k) float32 weights) batches of this size straight from the Parquet files."""
     con = catalog.point_at_root(duckdb.connect())
     try:
-        reader = con.sql(
-            "SELECT kernel_id, weights FROM read_parquet(?) WHERE kh = ? AND kw = ?",
-            params=[paths, kh, kw]).to_arrow_reader(BATCH_ROWS)
+        if catalog.data.is_local:
+            files = con.sql("SELECT * FROM read_parquet(?)", params=[paths])
+        else:   # data on object storage: the same files as a pyarrow dataset (no httpfs needed)
+            files = con.sql(kernels_dataset_view(con, catalog.data, paths))
+        reader = files.filter(f"kh = {int(kh)} AND kw = {int(kw)}").select("kernel_id, weights") \
+            .to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             table = pa.Table.from_batches([batch])
             flat = np.concatenate([c.flatten().to_numpy(zero_copy_only=False)
