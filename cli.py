@@ -163,7 +163,7 @@ def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, includ
         from kernel_catalog.ingest import ingest_ray
 
         outcomes = ingest_ray(open_catalog(ctx), list(sources), ray_address, options, adapter, force, wait,
-                              on_result=report)
+                              on_result=report, evict=evict)
     else:
         outcomes = ingest_many(open_catalog(ctx), list(sources), options, adapter, force, wait,
                                on_result=report, progress=True, jobs=jobs, evict=evict)

@@ -10,6 +10,7 @@ from kernel_catalog.adapters.base import IngestOptions
 from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
@@ -68,6 +69,8 @@ def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
                           IngestOptions(include=("Conv@2",)))
     assert outcomes[0].action == "added"
     assert "missing.onnx" in outcomes[1].message and "\n" not in outcomes[1].message
+    with pytest.raises(CatalogError, match="--evict is not available with --ray"):
+        ingest_ray(catalog, [str(cls_onnx)], "local", evict=True)
 
 
 def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp_path, cls_onnx, monkeypatch):

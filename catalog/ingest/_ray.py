@@ -85,8 +85,12 @@ def commit_staged(catalog: Catalog, staged: StagedModel, force: bool, wait: floa
 
 def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: IngestOptions = IngestOptions(),
                adapter: str | None = None, force: bool = False, wait: float | None = None,
-               on_result=None) -> list[IngestResult | IngestFailure]:
-    """Ingest sources as Ray tasks; outcomes in the order of the sources (as ingest_many)."""
+               on_result=None, evict: bool = False) -> list[IngestResult | IngestFailure]:
+    """Ingest sources as Ray tasks; outcomes in the order of the sources (as ingest_many).
+    Parallelism is the cluster's (--jobs does not apply); each worker downloads into its own cache."""
+    if evict:   # a worker's cache is not the driver's, and files must outlive the task until the commit
+        raise CatalogError("--evict is not available with --ray yet: workers download into their own caches; "
+                           "drop --evict, or run without --ray")
     names = expand_sources(sources, options)
     if options.name and len(names) > 1:
         raise CatalogError(f"--name gives one model name, but {len(names)} sources were given")
