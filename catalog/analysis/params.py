@@ -51,7 +51,8 @@ def default_threshold(kh: int, kw: int) -> float:
 
 
 def published_threshold(kh: int, kw: int) -> float | None:
-    """The paper's own thresholds (unconfirmed, SCIENCE.md): 7x7 0.3, 5x5 0.2; None for other sizes."""
+    """The paper's own thresholds (Babaiee et al., ICLR 2024; unconfirmed, see README "The analysis"):
+    7x7 0.3, 5x5 0.2; None for other sizes."""
     return {(7, 7): 0.3, (5, 5): 0.2}.get((kh, kw))
 
 
