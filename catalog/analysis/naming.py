@@ -77,8 +77,9 @@ NOISE_SAMPLE = 2000     # iid Gaussian kernels that measure each family's noise 
 def noise_floor(bank: TemplateBank) -> np.ndarray:
     """Per family (in `bank.family_names()` order): the mean squared best cosine that iid Gaussian
     noise reaches with the family's templates. A family with many templates (every orientation,
-    four scales) fits noise better than a single impulse (at 5x5: deriv2 3.2 / 24, impulse
-    1.0 / 24); without this correction a noisy impulse is named a thin deriv2 bar."""
+    four scales, nine sub-pixel shifts) fits noise better than the impulse at its nine shifts (at
+    5x5: deriv2 4.6 / 24, impulse 1.8 / 24); without this correction a noisy impulse is named a
+    thin deriv2 bar."""
     noise = np.random.default_rng(20241).standard_normal((NOISE_SAMPLE, bank.kh * bank.kw))
     scores = _family_scores(unit_rows(noise)[0], bank)[1]
     return (np.clip(scores, 0.0, None) ** 2).mean(axis=0)

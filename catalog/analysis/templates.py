@@ -22,6 +22,15 @@ A kernel is projected once on each basis and the exact cosine to the steered tem
 evaluated at every whole degree (`ANGLE_STEP`): orientation is found at any angle, never snapped
 to eight templates. On bands (1xk, kx1) only the directions along the band exist.
 
+Every template (fixed shapes and steered sets alike) is also evaluated at sub-pixel centre shifts
+(`SUBPIXEL_SHIFTS`, -0.25 / 0 / +0.25 px per axis; along the band only on a band): a trained
+kernel is not centred on the pixel grid, and an off-grid point source or blob is otherwise named
+by whichever family fits its smeared shape (at 5x5 an impulse shifted by 0.3 px looks like a
+small DoG). All families get the same shifts, so the noise-floor correction in `naming` stays
+fair. Planted banks (SNR 2 / 3, 80 per class, seeds 0-1), kernel family accuracy unshifted ->
+shifted: 5x5 0.910 -> 0.933 / 0.941 -> 0.967, 7x7 0.967 -> 0.979 / 0.981 -> 0.990, 3x3 0.724 ->
+0.726 / 0.789 -> 0.806. Cost: 9x the templates (naming 50k 7x7 kernels: 2.4 -> 13 s here).
+
 Readable labels are built from these columns (`label_of`): `dog-pos`, `deriv1-045`,
 `deriv2-090-neg`, `saddle-045`, `impulse-pos`, `square-neg`, `master-key-3`. Orientation in a label
 is bucketed to the nearest multiple of `ORIENTATION_BUCKET` (15 deg) and wrapped into the
@@ -190,8 +199,9 @@ def _band_angles(kh: int, kw: int, family: str) -> np.ndarray:
     return np.array([a for a in (along, along + 180.0) if a < period])
 
 
-def _steered(family: str, kh: int, kw: int, sigma: float) -> Steered | None:
-    x, y = _coords(kh, kw, (0.0, 0.0))
+def _steered(family: str, kh: int, kw: int, sigma: float,
+             offset: tuple[float, float] = (0.0, 0.0)) -> Steered | None:
+    x, y = _coords(kh, kw, offset)
     g = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
     angles = _band_angles(kh, kw, family)
     if not len(angles):
@@ -221,20 +231,39 @@ def _steered(family: str, kh: int, kw: int, sigma: float) -> Steered | None:
                    tuple(p for p, k in zip(pol, keep) if k))
 
 
+SUBPIXEL_SHIFTS = (-0.25, 0.0, 0.25)    # px per axis: centre shifts every template is evaluated at
+
+
+def _shifts(kh: int, kw: int) -> list[tuple[float, float]]:
+    """Sub-pixel centre shifts (dy, dx) of every template; along the band axis only on a band."""
+    ys = SUBPIXEL_SHIFTS if kh > 1 else (0.0,)
+    xs = SUBPIXEL_SHIFTS if kw > 1 else (0.0,)
+    return [(dy, dx) for dy in ys for dx in xs]
+
+
 def _fixed_rows(kh: int, kw: int, sc: dict) -> list[tuple[str, str | None, float | None, str, np.ndarray]]:
     rows = []
-    for pol in ("pos", "neg"):
-        for s in sc["dog_sigma"]:
-            for r in sc["ratio"]:
-                rows.append(("dog", pol, s, f"s{s:.2f}-r{r:.1f}", render("dog", kh, kw, sigma=s, ratio=r, polarity=pol)))
-            ls = round(1.25 * s, 3)   # a LoG is sharper than a DoG of the same sigma (LoG at 0.8 px ~ impulse)
-            rows.append(("dog", pol, ls, f"log-s{ls:.2f}", render("dog", kh, kw, sigma=ls, log=True, polarity=pol)))
-        rows.append(("impulse", pol, None, "px", render("impulse", kh, kw, polarity=pol)))
-        for h in sc["box"]:
-            rows.append(("square", pol, float(h), f"h{h}", render("square", kh, kw, size=h, polarity=pol)))
-        if kh > 1 and kw > 1:    # on a band a cross is just a bar
-            for a in sc["arm"]:
-                rows.append(("cross", pol, float(a), f"a{a}", render("cross", kh, kw, size=a, polarity=pol)))
+    for dy, dx in _shifts(kh, kw):       # every centred shape at each sub-pixel centre shift
+        off = (dy, dx)
+        tag = "" if dy == dx == 0 else f"@{dy:+.2f}{dx:+.2f}"
+        for pol in ("pos", "neg"):
+            for s in sc["dog_sigma"]:
+                for r in sc["ratio"]:
+                    rows.append(("dog", pol, s, f"s{s:.2f}-r{r:.1f}{tag}",
+                                 render("dog", kh, kw, sigma=s, ratio=r, polarity=pol, offset=off)))
+                ls = round(1.25 * s, 3)   # a LoG is sharper than a DoG of the same sigma (LoG at 0.8 px ~ impulse)
+                rows.append(("dog", pol, ls, f"log-s{ls:.2f}{tag}",
+                             render("dog", kh, kw, sigma=ls, log=True, polarity=pol, offset=off)))
+            rows.append(("impulse", pol, None, f"px{tag}", render("impulse", kh, kw, polarity=pol, offset=off)))
+            for h in sc["box"]:
+                if 2 * h + 1 >= max(kh, kw):    # a box filling the grid centres to nothing (shifted: an edge)
+                    continue
+                rows.append(("square", pol, float(h), f"h{h}{tag}",
+                             render("square", kh, kw, size=h, polarity=pol, offset=off)))
+            if kh > 1 and kw > 1:    # on a band a cross is just a bar
+                for a in sc["arm"]:
+                    rows.append(("cross", pol, float(a), f"a{a}{tag}",
+                                 render("cross", kh, kw, size=a, polarity=pol, offset=off)))
     return rows
 
 
@@ -250,7 +279,8 @@ def make_templates(kh: int, kw: int, scales: dict[str, tuple] | None = None,
     ok = norms > 1e-6 * np.abs(raw).max(axis=1).clip(1e-30)     # vanished on this grid (a 3x3 box)
     kept = [r for r, o in zip(rows, ok) if o]
     steered = tuple(s for fam in ("deriv1", "deriv2", "saddle") if fam in families
-                    for sigma in sc["sigma"] for s in [_steered(fam, kh, kw, sigma)] if s is not None)
+                    for sigma in sc["sigma"] for off in _shifts(kh, kw)
+                    for s in [_steered(fam, kh, kw, sigma, off)] if s is not None)
     return TemplateBank(kh, kw, tuple(r[0] for r in kept), tuple(r[1] for r in kept), tuple(r[2] for r in kept),
                         tuple(r[3] for r in kept), unit[ok].astype(np.float32), steered)
 
