@@ -18,7 +18,8 @@ from kernel_catalog.store import Catalog
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLS_ONNX = FIXTURES / "ch_ppocr_mobile_v2.0_cls_infer.onnx"   # trained MobileNetV3-small, Apache-2.0
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The eight master-key filters (CC BY 4.0, credit and source in fixtures/README.md)
+MASTER_KEYS = FIXTURES / "master_key_filters_8x7x7.txt"
 
 
 @pytest.fixture(autouse=True)

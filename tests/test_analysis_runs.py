@@ -19,7 +19,7 @@ from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import delete_run
 from kernel_catalog.store import Catalog
 
-from .conftest import SHARED_DATA, assert_one_line_error, run_cli, snapshot
+from .conftest import MASTER_KEYS, assert_one_line_error, run_cli, snapshot
 
 FAST = EmbedParams(batch_size=256, epochs=120)     # ~600 optimiser steps on 1,200 kernels
 K = len(planted_classes(7, 7))                      # 14 planted classes: every family, random orientations
@@ -138,9 +138,7 @@ def test_run_names_replace_and_delete(planted):
 
 def test_identify_with_the_master_key_templates(planted):
     catalog, _, _ = planted
-    master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
-    if not master_keys.exists():
-        pytest.skip(f"{master_keys} not found")
+    master_keys = MASTER_KEYS
     cluster_run(catalog, "mk", "ae", ClusterParams(k=K))
     identify(catalog, "mk", templates=f"builtin+{master_keys}")
     record = catalog.sql("SELECT params FROM runs WHERE run = 'mk'").to_pylist()[0]
@@ -214,9 +212,7 @@ def test_template_file_of_another_size_extends_only_its_size():
     from kernel_catalog.analysis.cluster_run import template_bank
     from kernel_catalog.analysis.templates import make_templates
 
-    master_keys = SHARED_DATA / "master_key_filters_8x7x7.txt"
-    if not master_keys.exists():
-        pytest.skip(f"{master_keys} not found")
+    master_keys = MASTER_KEYS
     assert len(template_bank(f"builtin+{master_keys}", 7, 7)) == len(make_templates(7, 7)) + 8
     assert len(template_bank(f"builtin+{master_keys}", 5, 5)) == len(make_templates(5, 5))
     with pytest.raises(CatalogError, match="expected 5x5"):

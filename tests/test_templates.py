@@ -1,6 +1,5 @@
 """Template families and naming: structured names, steered orientation at any angle, impulses,
 polarity, bands, ambiguity, the master-key file."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +12,13 @@ from kernel_catalog.analysis.templates import (
 from kernel_catalog.analysis.validation import angle_error
 from kernel_catalog.errors import CatalogError
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import MASTER_KEYS
+
 
 
 def _master_key_file() -> Path:
-    env = os.environ.get("KERNEL_CATALOG_SHARED_DATA")
-    for base in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data", ROOT / "shared" / "data"]:
-        p = base / "master_key_filters_8x7x7.txt"
-        if p.is_file():
-            return p
-    pytest.skip("shared/data/master_key_filters_8x7x7.txt not found (set KERNEL_CATALOG_SHARED_DATA)")
+    """The eight master-key filters, committed as a fixture (CC BY 4.0; see tests/fixtures/README.md)."""
+    return MASTER_KEYS
 
 
 @pytest.mark.parametrize("kh,kw", [(3, 3), (5, 5), (7, 7), (9, 9), (11, 11), (3, 5), (1, 7), (11, 1)])
