@@ -3,7 +3,7 @@
 The choices and defaults the CLI offers are re-exported here from light modules, so that
 parsing options does not import matplotlib.
 """
-from kernel_catalog.report._figures_data import DEFAULT_LIMIT, FIGURE_KINDS, SCALES, SORT_KEYS
+from kernel_catalog.report._figures_data import DEFAULT_LIMIT, SCALES, SORT_KEYS
 from kernel_catalog.report.report import GROUPINGS
 
-__all__ = ["DEFAULT_LIMIT", "FIGURE_KINDS", "GROUPINGS", "SCALES", "SORT_KEYS"]
+__all__ = ["DEFAULT_LIMIT", "GROUPINGS", "SCALES", "SORT_KEYS"]

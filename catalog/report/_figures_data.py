@@ -25,7 +25,6 @@ from kernel_catalog.analysis.templates import FAMILY_NAMES, UNMATCHED
 SORT_KEYS = ("cluster", "model", "layer_index", "l2")
 DEFAULT_LIMIT = 400
 SCALES = ("shared", "per-kernel")          # one symmetric colour scale per figure, or per kernel
-FIGURE_KINDS = ("kernels", "clusters", "layers", "classified")
 MAX_LIMIT = 20_000
 BASE_ORDER = "k.model, k.layer_index, k.expert, k.channel, k.kernel_id"
 

@@ -477,6 +477,4 @@ def draw_figure(catalog: Catalog, kind: str, output: str | os.PathLike, **kwargs
     """One figure by kind (`catalog figure KIND`), keywords as that kind's function takes them."""
     if kind not in FIGURES:
         raise CatalogError(f"figure '{kind}': choose one of {', '.join(FIGURES)}")
-    if kind == "kernels":
-        return figure_kernels(catalog, output, **kwargs)
     return FIGURES[kind](catalog, output=output, **kwargs)
