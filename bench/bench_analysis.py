@@ -2,11 +2,12 @@
 
 1. Throughput (kernels/s per training epoch, 7x7, batch 4096) of catalog.autoencoder's
    train_autoencoder against a bare torch loop over the same MLP and batches (the floor:
-   no shuffling buffer, no schedule, no bookkeeping), on 1 and 2 threads, and on CUDA when
-   torch sees a GPU.
+   no shuffling buffer, no schedule, no bookkeeping), and `encode` throughput (1 M kernels), on
+   1 thread, on every core, and on CUDA when torch sees a GPU.
 2. `analyze --preset default` (embed with the null model, cluster k=10, name) on 1 M synthetic
    7x7 kernels (a planted bank) ingested through the real path; target < 5 min on 2 cores.
-Usage: python bench/bench_analysis.py [--kernels 1000000] [--skip-e2e]
+   Each step's start is printed with the seconds since the analysis began.
+Usage: python bench/bench_analysis.py [--kernels 1000000] [--skip-e2e] [--skip-throughput] [--device auto|cpu|cuda]
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import torch  # noqa: E402
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction  # noqa: E402
 from kernel_catalog.analysis.analyze import analyze  # noqa: E402
 from kernel_catalog.report.report import report  # noqa: E402
-from kernel_catalog.analysis.autoencoder import KernelAutoencoder, cosine_loss, train_autoencoder  # noqa: E402
+from kernel_catalog.analysis.autoencoder import KernelAutoencoder, cosine_loss, encode, train_autoencoder  # noqa: E402
+from kernel_catalog.analysis.params import available_cores  # noqa: E402
 from kernel_catalog.ingest import commit_extraction  # noqa: E402
 from kernel_catalog.analysis.planted import planted_bank, planted_classes  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
@@ -56,20 +58,36 @@ def ours(x: np.ndarray, epochs: int, batch: int, device: str, threads: int) -> f
     return len(x) * epochs / (time.perf_counter() - start)
 
 
-def throughput(n: int = 262_144, epochs: int = 4) -> None:
+def encode_rate(x: np.ndarray, device: str, threads: int) -> float:
+    """Kernels per second through `encode` (a trained model; the second of two passes)."""
+    model = train_autoencoder(x[:65536], 7, 7, epochs=1, device=device, progress=False, threads=threads)
+    encode(model, x[:65536], threads=threads)                       # warm-up (CUDA context, kernels)
+    start = time.perf_counter()
+    encode(model, x, threads=threads)
+    return len(x) / (time.perf_counter() - start)
+
+
+def throughput(n: int = 262_144, epochs: int = 4, encode_n: int = 1_048_576) -> None:
     x, _ = preprocess(np.random.default_rng(0).standard_normal((n, 49)).astype(np.float32))
+    xe, _ = preprocess(np.random.default_rng(1).standard_normal((encode_n, 49)).astype(np.float32))
     print(f"training throughput, {n:,} 7x7 kernels, batch 4096, {epochs} epochs "
-          f"({n * 49 * 4 / 1e6:.0f} MB of kernels per epoch)")
-    devices = [("cpu", 1), ("cpu", 2)] + ([("cuda", 1)] if torch.cuda.is_available() else [])
+          f"({n * 49 * 4 / 1e6:.0f} MB of kernels per epoch); encoding {encode_n:,} kernels")
+    cores = available_cores()
+    devices = [("cpu", 1)] + ([("cpu", cores)] if cores > 1 else []) + \
+        ([("cuda", 1)] if torch.cuda.is_available() else [])
+    if torch.cuda.is_available():
+        print(f"  GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     for device, threads in devices:
         torch.set_num_threads(threads)
         floor = bare_loop(x, epochs, 4096, device)
         mine = ours(x, epochs, 4096, device, threads)
+        rate = encode_rate(xe, device, threads)
         print(f"  {device} x{threads} thread(s): train_autoencoder {mine / 1e3:8.0f} k kernels/s | "
-              f"bare torch loop {floor / 1e3:8.0f} k/s | ratio {mine / floor:.2f}")
+              f"bare torch loop {floor / 1e3:8.0f} k/s | ratio {mine / floor:.2f} | encode {rate / 1e3:8.0f} k/s",
+              flush=True)
 
 
-def end_to_end(total: int) -> None:
+def end_to_end(total: int, device: str = "auto") -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     try:
         catalog = Catalog(root)
@@ -82,7 +100,11 @@ def end_to_end(total: int) -> None:
             commit_extraction(catalog, Extraction(f"planted_{part}", "planted", True, layers), "bench", "0")
         print(f"ingested {total:,} planted 7x7 kernels in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
-        run = analyze(catalog, "default", "bench", progress=False, echo=lambda line: print("  " + line))
+        def echo(line: str) -> None:
+            print(f"  {time.perf_counter() - started:6.1f} s  {line}", flush=True)
+
+        run = analyze(catalog, "default", "bench", device=device, progress=False, echo=echo)
+        echo("analysis done")
         table = report(catalog, run, "model")
         seconds = time.perf_counter() - started
         row = table.to_pylist()[0]
@@ -97,10 +119,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kernels", type=int, default=1_000_000)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--device", default="auto", help="end to end: auto (CUDA when torch sees one) | cpu | cuda")
     args = parser.parse_args()
-    throughput()
+    if not args.skip_throughput:
+        throughput()
     if not args.skip_e2e:
-        end_to_end(args.kernels)
+        end_to_end(args.kernels, args.device)
 
 
 if __name__ == "__main__":

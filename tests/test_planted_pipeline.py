@@ -19,7 +19,7 @@ from kernel_catalog.analysis.params import calibrated_threshold, default_thresho
 from kernel_catalog.analysis.planted import planted_bank, planted_classes
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.templates import make_templates
-from kernel_catalog.analysis.validation import validate
+from kernel_catalog.analysis.validation import ceiling, validate
 
 KH = KW = 7
 N_PER_CLASS = 80
@@ -134,22 +134,40 @@ def test_gaussian_control_is_classified_far_less_and_calibrates_the_threshold(ru
 
 
 def test_validation_per_size_and_snr():
-    """The issue-9 table, test-sized: every size in the kernel space (fast), 7x7 through the
-    autoencoder. Targets at SNR 2-3 for 7x7 are asserted; the full sweep is bench/bench_validation.py."""
+    """The issue-9 table, test-sized: every size clustered the way `catalog analyze` does (the
+    preprocessed kernels), 7x7 also through the autoencoder (the paper preset's space). Targets at
+    SNR 2-3 for 7x7 and 5x5 at SNR 3 are asserted; the full sweep is bench/bench_validation.py."""
     rows = []
     for kh, kw in ((3, 3), (5, 5), (7, 7), (9, 9), (11, 11), (1, 7)):
         for snr in (2.0, 3.0):
-            r = validate(kh, kw, snr, n_per_class=40, features="kernel", threads=1)
+            if (kh, kw) == (5, 5):    # near the target: the bench's protocol, 80 per class, mean of seeds 0-1
+                runs = [validate(5, 5, snr, n_per_class=80, seed=seed, threads=1) for seed in (0, 1)]
+                r = {f: float(np.mean([run[f] for run in runs])) for f in runs[0]}
+            else:
+                r = validate(kh, kw, snr, n_per_class=60 if (kh, kw) == (7, 7) else 40, threads=1)
             rows.append((f"{kh}x{kw}", snr, "kernel", r))
     for snr in (2.0, 3.0):
-        rows.append(("7x7", snr, "reconstruction", validate(7, 7, snr, n_per_class=60, threads=1)))
+        rows.append(("7x7", snr, "reconstruction", validate(7, 7, snr, n_per_class=60, features="reconstruction",
+                                                             threads=1)))
     print("\nsize  SNR  features        ARI    family  polarity  orient.median  within22.5")
     for size, snr, features, r in rows:
         print(f"{size:5s} {snr:3.0f}  {features:15s} {r['ari']:.3f}  {r['family_acc']:.3f}   {r['polarity_acc']:.3f}"
               f"     {r['orientation_median']:6.1f}        {r['orientation_22']:.3f}")
     for size, snr, features, r in rows:
-        if size == "7x7" and features == "reconstruction":
-            assert r["ari"] >= 0.95 and r["family_acc"] >= 0.95 and r["polarity_acc"] >= 0.95, (snr, r)
-            assert r["orientation_22"] >= 0.9, (snr, r)
+        if size == "7x7" or (size == "5x5" and snr == 3.0 and features == "kernel"):
+            assert r["ari"] >= 0.95 and r["family_acc"] >= 0.95 and r["polarity_acc"] >= 0.95, (size, snr, features, r)
+            assert r["orientation_22"] >= 0.9, (size, snr, r)
         if size in ("5x5", "7x7", "9x9", "11x11"):
             assert r["orientation_22"] >= 0.9 and r["polarity_acc"] >= 0.9, (size, snr, r)
+
+
+def test_the_bayes_ceiling_bounds_the_analysis():
+    """At 5x5 and SNR 2 no method can reach ARI 0.95 on this bank: a classifier that knows the
+    generator stays below it. The analysis is close to that ceiling and never above it."""
+    bound = ceiling(5, 5, 2.0, n_per_class=60, references=1500)
+    ours = validate(5, 5, 2.0, n_per_class=60, threads=1)
+    print(f"5x5 SNR 2: ceiling ARI {bound['ari']:.3f} family {bound['family_acc']:.3f}; "
+          f"analysis ARI {ours['ari']:.3f} family {ours['family_acc']:.3f}")
+    assert bound["ari"] < 0.95
+    assert bound["ari"] - 0.05 <= ours["ari"] <= bound["ari"] + 0.01
+    assert bound["family_acc"] - 0.05 <= ours["family_acc"] <= bound["family_acc"] + 0.01

@@ -210,7 +210,9 @@ def train_autoencoder(
         module.train()
         epoch = 0
         while total_epochs is None or epoch < total_epochs:
-            loss_sum, seen = 0.0, 0
+            # summed on the device and read once per epoch: a read per step waits for the GPU
+            # every step (no effect on CPU).
+            loss_sum, seen = torch.zeros((), dtype=torch.float64, device=dev), 0
             for batch in _minibatches(factory, k, batch_size, shuffle_buffer, gen):
                 if total_steps is not None:    # cosine decay once the length is known
                     for g in opt.param_groups:
@@ -220,12 +222,12 @@ def train_autoencoder(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                loss_sum += float(loss.detach()) * len(batch)
+                loss_sum += loss.detach().double() * len(batch)
                 seen += len(batch)
                 step += 1
             if seen == 0:
                 raise CatalogError(f"no usable {kh}x{kw} kernels to train the autoencoder on")
-            history.append(loss_sum / seen)
+            history.append(float(loss_sum) / seen)
             if total_epochs is None:
                 total_epochs = min(max(math.ceil(min_steps / step), 10), max_epochs)
                 bar.total = total_epochs

@@ -1,8 +1,8 @@
 """`catalog cluster` and `catalog identify`: clusters of an embed run, named by templates.
 
 Clustering runs per kernel size in the feature space chosen knowingly (default: the
-unit-normalised reconstructions, which recover planted families where raw latent coordinates
-do not; see catalog.clustering). Naming (catalog.analysis.naming) matches each cluster's mean
+preprocessed kernels, which recover planted families better than the 2-D autoencoder's
+reconstructions, and those better than raw latent coordinates; see catalog.analysis.clustering). Naming (catalog.analysis.naming) matches each cluster's mean
 preprocessed kernel, and each kernel itself, against template families by cosine, sign-aware,
 at any orientation; below the threshold a cluster is `unmatched`, never forced, and a cluster
 whose margin to the next family is small is named `a|b`.
@@ -196,13 +196,15 @@ def cluster_run(
         xu = size.x[size.usable]
         if len(xu) == 0:
             continue
-        if ray:
+        if params.space == "kernel":      # no autoencoder pass needed
+            z = recon = None
+        elif ray:
             from kernel_catalog.analysis._ray import ray_reconstruct
 
             z, recon = ray_reconstruct(ray, models[key], xu, size.models[size.usable])
         else:
             z, recon = _reconstruct(models[key], size)
-        features = feature_space(params.space, z=z, recon=recon)
+        features = feature_space(params.space, z=z, recon=recon, kernels=xu)
         if params.k == "auto":
             k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,
                                       threads=params.threads)

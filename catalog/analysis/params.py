@@ -115,7 +115,7 @@ class ClusterParams:
     k: int | str = 10                   # an int, or "auto" (best silhouette over k_min..k_max)
     k_min: int = 2
     k_max: int = 15
-    space: str = SPACES[0]              # one of SPACES: "reconstruction" or "latent"
+    space: str = SPACES[0]              # one of SPACES: "kernel", "reconstruction" or "latent"
     method: str = CLUSTER_METHODS[0]    # kmeans (MiniBatch above 200k rows) | minibatch | gmm
     seed: int = 0
     templates: str = "builtin"          # builtin | FILE | builtin+FILE
@@ -124,7 +124,7 @@ class ClusterParams:
 
 
 PRESETS: dict[str, tuple[EmbedParams, ClusterParams]] = {
-    "paper": (EmbedParams(latent_dim=1), ClusterParams(k=10)),
+    "paper": (EmbedParams(latent_dim=1), ClusterParams(k=10, space="reconstruction")),
     "default": (EmbedParams(latent_dim=2), ClusterParams(k=10)),
 }
 
