@@ -10,7 +10,8 @@ What is cached, where, and when it is rebuilt:
   files of an older key are deleted when a new one is written.
 Kernels with a NaN/Inf or every |w| <= 1e-4 have no direction and are not in the matrix (never
 returned). Files are written under temporary names and renamed, ids first, so a reader sees a
-complete pair or none; the cache is derived data, never a part of the catalog's state (deleting
+complete pair or none; a build killed mid-write leaves a temporary file that the next build
+removes (its process is gone); the cache is derived data, never a part of the catalog's state (deleting
 the folder is always safe).
 """
 from __future__ import annotations
@@ -65,9 +66,31 @@ def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
 
 def _save(path: Path, array: np.ndarray) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as f:
-        np.save(f, array)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as f:
+            np.save(f, array)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # exists, another user's
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Temporary files of builds whose process is gone (killed mid-write): up to 200 MB each."""
+    for leftover in folder.glob(".*.tmp"):
+        pid = leftover.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
 
 
 def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +109,7 @@ def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndar
     matrix = np.concatenate(rows) if rows else np.empty((0, k), np.float32)
     stem = _stem(catalog, kh, kw, paths)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(stem.parent)
     _save(stem.with_name(stem.name + ".ids.npy"), ids_all)
     _save(stem.with_name(stem.name + ".npy"), matrix)
     for old in stem.parent.glob(f"{kh}x{kw}-*.npy"):
