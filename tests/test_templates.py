@@ -134,3 +134,42 @@ def test_bad_template_files(tmp_path):
     named.write_text("Filter 1:\r\n1 0 -1\r\n\r\nMy Edge:\r\n0 1 0\r\n")
     t = load_template_file(named, 1, 3)
     assert t.families == ("master-key-1", "my-edge")
+
+
+def _full_search(unit, bank):
+    """The plain search the fast one must reproduce: every template, every degree."""
+    best, where = np.full(len(unit), -np.inf), np.zeros(len(unit), np.int64)
+    at = len(bank.families)
+    for s in bank.steered:
+        cos = (unit @ s.basis.T) @ s.coeffs.T / s.norms
+        i = cos.argmax(axis=1)
+        v = cos[np.arange(len(unit)), i]
+        better = v > best
+        best, where = np.where(better, v, best), np.where(better, at + i, where)
+        at += len(s.angles)
+    return best, where
+
+
+@pytest.mark.parametrize("kh,kw", [(3, 3), (5, 5), (7, 7), (1, 7)])
+@pytest.mark.parametrize("family", ["deriv1", "deriv2", "saddle"])
+def test_bounded_steered_search_equals_the_full_search(kh, kw, family):
+    """naming evaluates only the steered templates its bounds leave: same template as every degree."""
+    from kernel_catalog.analysis.naming import _family_scores, _plan
+    from kernel_catalog.analysis.templates import unit_rows
+    bank = make_templates(kh, kw, families=(family,))
+    if not bank.steered:
+        pytest.skip(f"no {family} on {kh}x{kw}")
+    rng = np.random.default_rng(kh * 10 + kw)
+    clean = [render(f, kh, kw, sigma=s, orientation=a) for f in ("deriv1", "deriv2", "saddle", "dog", "impulse")
+             for s in (0.7, 1.2) for a in (0.0, 37.0, 90.0)]
+    x = np.concatenate([clean, np.array(clean) + 0.3 * rng.normal(size=(len(clean), kh * kw)),
+                        rng.normal(size=(200, kh * kw))])
+    unit = unit_rows(x)[0]
+    score, code = (a[:, 0] for a in _family_scores(unit, _plan(bank)))
+    best, where = _full_search(unit, bank)
+    np.testing.assert_allclose(score, best, atol=1e-12)
+    allv = np.concatenate([(unit @ s.basis.T) @ s.coeffs.T / s.norms for s in bank.steered], axis=1)
+    tied = allv >= best[:, None] - 1e-12                     # a tie goes to the first template
+    first = len(bank.families) + tied.argmax(axis=1)
+    assert np.array_equal(code, first) and tied[np.arange(len(x)), where - len(bank.families)].all()
+    assert (tied.sum(axis=1) == 1).sum() > 200

@@ -29,7 +29,8 @@ by whichever family fits its smeared shape (at 5x5 an impulse shifted by 0.3 px 
 small DoG). All families get the same shifts, so the noise-floor correction in `naming` stays
 fair. Planted banks (SNR 2 / 3, 80 per class, seeds 0-1), kernel family accuracy unshifted ->
 shifted: 5x5 0.910 -> 0.933 / 0.941 -> 0.967, 7x7 0.967 -> 0.979 / 0.981 -> 0.990, 3x3 0.724 ->
-0.726 / 0.789 -> 0.806. Cost: 9x the templates (naming 50k 7x7 kernels: 2.4 -> 13 s here).
+0.726 / 0.789 -> 0.806. Cost: 9x the templates (naming 50k 7x7 kernels: 2.4 -> 13 s here with
+a full search; `naming` now searches the steered sets by bounds, exactly: 2.4 s).
 
 Readable labels are built from these columns (`label_of`): `dog-pos`, `deriv1-045`,
 `deriv2-090-neg`, `saddle-045`, `impulse-pos`, `square-neg`, `master-key-3`. Orientation in a label
@@ -274,7 +275,7 @@ def make_templates(kh: int, kw: int, scales: dict[str, tuple] | None = None,
         raise ValueError(f"templates need at least 2 taps, got {kh}x{kw}")
     sc = scales or default_scales(kh, kw)
     rows = [r for r in _fixed_rows(kh, kw, sc) if r[0] in families]
-    raw = np.array([r[4] for r in rows], dtype=np.float64)
+    raw = np.array([r[4] for r in rows], dtype=np.float64).reshape(len(rows), kh * kw)   # none: oriented only
     unit, norms = unit_rows(raw)
     ok = norms > 1e-6 * np.abs(raw).max(axis=1).clip(1e-30)     # vanished on this grid (a 3x3 box)
     kept = [r for r, o in zip(rows, ok) if o]
