@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from kernel_catalog.analysis.clustering import choose_k, cluster, feature_space
+from kernel_catalog.analysis.clustering import choose_k, cluster, feature_space, fit_rows, nearest_centre
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +46,15 @@ def test_means_medoids_and_inertia_are_consistent():
     assert r.inertia == pytest.approx(((x - r.centroids[r.labels]) ** 2).sum(), rel=1e-4)
 
 
-def test_large_inputs_switch_to_minibatch_and_seed_is_deterministic():
+def test_large_inputs_fit_a_sample_and_assign_every_row_deterministically():
     x, truth = _blobs((300, 300, 300))
-    a = cluster(x, 3, seed=5, minibatch_above=500)
-    b = cluster(x, 3, seed=5, minibatch_above=500)
-    assert a.method == "minibatch" and np.array_equal(a.labels, b.labels)
-    assert cluster(x, 3, seed=5).method == "kmeans"
+    a = cluster(x, 3, seed=5, fit_sample=500)
+    b = cluster(x, 3, seed=5, fit_sample=500)
+    assert a.method == "kmeans" and np.array_equal(a.labels, b.labels)
+    assert np.array_equal(a.labels, nearest_centre(x, a.centroids))     # every row at its nearest centre
+    assert adjusted_rand_score(truth, a.labels) == 1.0
+    assert len(fit_rows(900, 5, "kmeans", 500)) == 500 and fit_rows(900, 5, "minibatch", 500) is None
+    assert cluster(x, 3, seed=5, method="minibatch", fit_sample=500).method == "minibatch"
 
 
 def test_bad_arguments():

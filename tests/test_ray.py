@@ -96,9 +96,10 @@ def test_ray_cluster_fits_a_sample_and_assigns_every_row_per_block(ray_local):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 8)) * 5
     x = (centres[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 8))).astype(np.float32)
-    sampled = ray_cluster("local", x, 4, 0, "kmeans", x, 1, fit_rows=500, block_rows=700)
+    sampled = ray_cluster("local", x, 4, 0, "kmeans", x, 1, fit_sample=500, block_rows=700)
     assert np.array_equal(sampled.labels, nearest_centre(x, sampled.centroids))
     assert sampled.sizes.sum() == 3000
+    assert np.array_equal(sampled.labels, cluster(x, 4, seed=0, kernels=x, threads=1, fit_sample=500).labels)
     assert adjusted_rand_score(cluster(x, 4, seed=0, kernels=x, threads=1).labels, sampled.labels) > 0.99
-    small = ray_cluster("local", x[:400], 4, 0, "kmeans", x[:400], 1, fit_rows=500)
+    small = ray_cluster("local", x[:400], 4, 0, "kmeans", x[:400], 1, fit_sample=500)
     assert np.array_equal(small.labels, cluster(x[:400], 4, seed=0, kernels=x[:400], threads=1).labels)

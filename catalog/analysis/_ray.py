@@ -136,19 +136,17 @@ def ray_reconstruct(address: str, models: dict, x: np.ndarray, owners: np.ndarra
 # k-means with --ray: fit on a bounded, seeded sample on the driver, then assign every row to its
 # nearest centre per block as Ray tasks (what k-means' predict does). A selection that fits in the
 # sample is clustered exactly as in-process.
-FIT_SAMPLE = 200_000
-
-
 def ray_cluster(address: str, features: np.ndarray, k: int, seed: int, method: str, kernels: np.ndarray,
-                threads: int | None, fit_rows: int = FIT_SAMPLE, block_rows: int = BATCH_ROWS):
-    """ClusterResult of every row: k-means fitted on `fit_rows` seeded rows, the rest predicted per block."""
-    from kernel_catalog.analysis.clustering import cluster, nearest_centre, summarise
+                threads: int | None, fit_sample: int | None = None, block_rows: int = BATCH_ROWS):
+    """ClusterResult of every row, the partition `clustering.cluster` gives in-process: k-means
+    fitted on the same seeded sample, every row assigned to its nearest centre per block as Ray tasks."""
+    from kernel_catalog.analysis.clustering import FIT_SAMPLE, cluster, fit_rows, nearest_centre, summarise
 
-    if len(features) <= fit_rows or method == "gmm":   # a GMM's assignment is its own predict: fit it whole
-        return cluster(features, k, seed=seed, method=method, kernels=kernels, threads=threads)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(len(features), fit_rows, replace=False))
-    fitted = cluster(features[sample], k, seed=seed, method=method, threads=threads)
+    fit_sample = fit_sample or FIT_SAMPLE
+    rows = fit_rows(len(features), seed, method, fit_sample)
+    if rows is None:   # small, or minibatch / gmm (fitted whole): in-process
+        return cluster(features, k, seed=seed, method=method, kernels=kernels, threads=threads, fit_sample=fit_sample)
+    fitted = cluster(features[rows], k, seed=seed, method=method, threads=threads, fit_sample=fit_sample)
     ray = connect(address)
     task = ray.remote(num_cpus=0.5)(nearest_centre)
     centres = ray.put(fitted.centroids)

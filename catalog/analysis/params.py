@@ -116,7 +116,7 @@ class ClusterParams:
     k_min: int = 2
     k_max: int = 15
     space: str = SPACES[0]              # one of SPACES: "kernel", "reconstruction" or "latent"
-    method: str = CLUSTER_METHODS[0]    # kmeans (MiniBatch above 200k rows) | minibatch | gmm
+    method: str = CLUSTER_METHODS[0]    # kmeans (fitted on a 200k-row sample above that) | minibatch | gmm
     seed: int = 0
     templates: str = "builtin"          # builtin | FILE | builtin+FILE
     name_threshold: float = DEFAULT_NAME_THRESHOLD
