@@ -149,14 +149,18 @@ def test_validation_per_size_and_snr():
     for snr in (2.0, 3.0):
         rows.append(("7x7", snr, "reconstruction", validate(7, 7, snr, n_per_class=60, features="reconstruction",
                                                              threads=1)))
-    print("\nsize  SNR  features        ARI    family  polarity  orient.median  within22.5")
+    print("\nsize  SNR  features        ARI    family  polarity  orient.median  within22.5  family/cluster  polarity/cluster")
     for size, snr, features, r in rows:
         print(f"{size:5s} {snr:3.0f}  {features:15s} {r['ari']:.3f}  {r['family_acc']:.3f}   {r['polarity_acc']:.3f}"
-              f"     {r['orientation_median']:6.1f}        {r['orientation_22']:.3f}")
+              f"     {r['orientation_median']:6.1f}        {r['orientation_22']:.3f}       {r['cluster_family_acc']:.3f}"
+              f"           {r['cluster_polarity_acc']:.3f}")
     for size, snr, features, r in rows:
         if size == "7x7" or (size == "5x5" and snr == 3.0 and features == "kernel"):
             assert r["ari"] >= 0.95 and r["family_acc"] >= 0.95 and r["polarity_acc"] >= 0.95, (size, snr, features, r)
             assert r["orientation_22"] >= 0.9, (size, snr, r)
+        if size in ("5x5", "7x7") and features == "kernel":      # every kernel as its cluster names it
+            assert r["cluster_family_acc"] >= 0.95 and r["cluster_polarity_acc"] >= 0.95, (size, snr, r)
+            assert r["cluster_orientation_22"] >= 0.9, (size, snr, r)
         if size in ("5x5", "7x7", "9x9", "11x11"):
             assert r["orientation_22"] >= 0.9 and r["polarity_acc"] >= 0.9, (size, snr, r)
 

@@ -10,6 +10,8 @@ then scores against the truth:
   orientation_median   median orientation error in degrees (oriented kernels named with their
                        family; deriv1 modulo 360, deriv2 and saddle modulo 180)
   orientation_22       share of those within 22.5 degrees
+  cluster_*            the same four, with every kernel named by its cluster's name (what the
+                       `label` column of `labels` says of it; the per-kernel ones are `kernel_label`)
 Targets (issue 9) at SNR 2-3 for 5x5 and 7x7: ARI >= 0.95, family and polarity >= 95 %,
 orientation within 22.5 deg >= 90 %. `bench/bench_validation.py` prints the whole sweep.
 
@@ -71,10 +73,14 @@ def validate(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
         f = x
     k = len(bank.classes)
     result = cluster(f, k, seed=seed, kernels=x, threads=threads)
-    m = match(x, make_templates(kh, kw))
+    templates = make_templates(kh, kw)
+    own = match(x, templates)
+    named = match(result.mean_kernels, templates)      # each cluster's name, given to its kernels
+    by_cluster = score_names(bank, *(a[result.labels] for a in (named.family, named.polarity, named.orientation)))
     return {"kernels": len(x), "classes": k,
             "ari": float(adjusted_rand_score(bank.cls, result.labels)),
-            **score_names(bank, m.family, m.polarity, m.orientation)}
+            **score_names(bank, own.family, own.polarity, own.orientation),
+            **{f"cluster_{name}": value for name, value in by_cluster.items()}}
 
 
 def _direction_log_density(d: int, sigma2: float):
