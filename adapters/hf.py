@@ -87,7 +87,8 @@ class HfAdapter:
             plan = RemoteWeights(model=repo, source=f"{PREFIX}{repo}@{sha}/{main}", repo=repo, revision=sha,
                                  files=tuple(by_name.get(n, RemoteFile(n)) for n in needed), cached=False,
                                  license=licence, cache_dir=str(hub.hf_cache_dir()), cache_before=before,
-                                 extra={"requested_revision": revision})
+                                 extra={"requested_revision": revision,
+                                        "card": hub.CARD if hub.CARD in by_name else None})
         with self._lock:
             self._plans[plan.source] = plan
         return plan
@@ -96,6 +97,12 @@ class HfAdapter:
         for file in plan.files:
             if hub.cached_file(plan.repo, file.name, plan.revision) is None:
                 hub.download(plan.repo, file.name, plan.extra.get("requested_revision"), plan.model)
+        card = plan.extra.get("card")
+        if card and hub.cached_file(plan.repo, card, plan.revision) is None:
+            try:   # the model card (a few kB): an ingest from the cache alone reads the license from it
+                hub.download(plan.repo, card, plan.revision, plan.model)
+            except CatalogError:
+                pass   # provenance only: the weights are what the ingest needs
 
     def evict(self, plan: RemoteWeights) -> None:
         hub.evict(hub.hf_roots(plan.repo), plan.cache_before)
@@ -142,6 +149,7 @@ class HfAdapter:
             return None
         return RemoteWeights(model=repo, source=f"{PREFIX}{repo}@{sha}/{main}", repo=repo, revision=sha,
                              files=tuple(RemoteFile(n) for n in needed), cached=True,
+                             license=hub.card_license(snapshot / hub.CARD),
                              cache_dir=str(hub.hf_cache_dir()), cache_before=before)
 
     def _shards(self, repo: str, main: str, revision: str | None, source: str,

@@ -93,6 +93,20 @@ def repo_listing(repo: str, revision: str | None, display: str) -> tuple[str, li
     return info.sha, files, _license(info)
 
 
+CARD = "README.md"     # a hub repo's model card; its YAML header states the license
+
+
+def card_license(path: Path) -> str | None:
+    """The license a cached model card's metadata header states, or None (no card, no header)."""
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        found = (metadata_load(path) or {}).get("license") if path.is_file() else None
+    except Exception:  # noqa: BLE001 -- a malformed card header is no provenance, not an error
+        return None
+    return str(found) if found else None
+
+
 def _license(info: Any) -> str | None:
     card = getattr(info, "card_data", None)
     if card is not None and getattr(card, "license", None):

@@ -83,8 +83,8 @@ def test_sharded_transformers_checkpoint_through_the_state_dict_rule(empty_hub, 
     for entry in hub_meta["files"]:
         assert entry["size"] == len(files[entry["name"]])
         assert entry["sha256"] == hashlib.sha256(files[entry["name"]]).hexdigest()
-    # only the weights were downloaded, each shard once; `catalog models` shows the repo
-    assert sorted(p.rsplit("/", 1)[1] for p, _ in empty_hub.downloads()) == sorted(files)
+    # only the weights (each shard once) and the model card were downloaded; `catalog models` shows the repo
+    assert sorted(p.rsplit("/", 1)[1] for p, _ in empty_hub.downloads()) == sorted([*files, "README.md"])
     listing = run_cli("--catalog", str(tmp_path / "cat"), "models", "--format", "csv", check=True).stdout
     assert "hf:acme/convnext-atto-hf@" in listing
 
@@ -112,14 +112,18 @@ def test_formats_files_revisions_and_names(empty_hub, tmp_path):
 
 def test_pytorch_bin_repo_and_offline_cache(empty_hub, tmp_path):
     state = {"blocks.0.dw.weight": torch.randn(8, 1, 3, 3), "blocks.0.pw.weight": torch.randn(4, 8, 1, 1)}
-    empty_hub.add("acme/bin", {"pytorch_model.bin": torch_bytes(state)})
+    card = b"---\nlicense: bsd-3-clause\ntags: [vision]\n---\n# acme/bin\n"
+    empty_hub.add("acme/bin", {"pytorch_model.bin": torch_bytes(state), "README.md": card}, license="bsd-3-clause")
     assert _ingest(tmp_path / "one", "hf:acme/bin").returncode == 0
+    assert _model(tmp_path / "one", "acme/bin")["meta"]["hub"]["license"] == "bsd-3-clause"
     empty_hub.stop()
     cached = _ingest(tmp_path / "two", "hf:acme/bin", env={"HF_HUB_OFFLINE": "1"})
     assert cached.returncode == 0, cached.stderr                             # from the cache alone
     rows = _rows(tmp_path / "two", "acme/bin")
     assert [np.asarray(r["weights"], np.float32).tobytes() for r in rows] == [
         state["blocks.0.dw.weight"][c, 0].numpy().ravel().tobytes() for c in range(8)]
+    # the license still recorded: read from the model card the first ingest cached beside the weights
+    assert _model(tmp_path / "two", "acme/bin")["meta"]["hub"]["license"] == "bsd-3-clause"
 
 
 def test_gated_repo_needs_hf_token(empty_hub, tmp_path):
