@@ -316,7 +316,8 @@ def cluster_options(command):
                      help="Clusters per kernel size, or 'auto' (best silhouette over 2..--k-max on a 5000-row sample)."),
         click.option("--k-max", type=int, default=ClusterParams.k_max, show_default=True),
         click.option("--space", type=click.Choice(SPACES), default=ClusterParams.space, show_default=True,
-                     help="Cluster unit-normalised reconstructions (recovers planted families) or raw latent z."),
+                     help="Cluster the preprocessed kernels (default: best on planted banks), the autoencoder's "
+                          "unit-normalised reconstructions (the paper preset) or raw latent z."),
         click.option("--method", type=click.Choice(CLUSTER_METHODS), default=ClusterParams.method, show_default=True),
         click.option("--seed", type=int, default=ClusterParams.seed, show_default=True),
         templates_option,

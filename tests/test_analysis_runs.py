@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 from kernel_catalog.analysis import embed as embed_module
 from kernel_catalog.analysis.cluster_run import cluster_run, identify
 from kernel_catalog.analysis.embed import embed
-from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.analysis.params import PRESETS, ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
 from kernel_catalog.analysis.planted import planted_bank, planted_classes
@@ -68,6 +68,21 @@ def test_embeddings_stored_for_every_kernel(planted):
     assert record["kind"] == "embed" and record["device"] == "cpu" and record["code_version"]
     assert metrics["classified"] > 0.9 and metrics["null_classified"] < 0.05     # planted vs iid control
     assert json.loads(record["params"])["latent_dim"] == 2
+
+
+def test_the_paper_presets_reconstruction_space_clusters_through_the_autoencoder(planted):
+    """--space reconstruction (what the paper preset keeps) reads every kernel's reconstruction;
+    both spaces recover the planted classes, and each run records the space it used."""
+    catalog, truth, _ = planted
+    assert PRESETS["paper"][1].space == "reconstruction" and PRESETS["default"][1].space == "kernel"
+    cluster_run(catalog, "ae-recon", "ae", ClusterParams(k=K, space="reconstruction"))
+    scores = {}
+    for run in ("ae-k8", "ae-recon"):
+        rows = [r for r in _labels(catalog, run) if r["cluster"] is not None]
+        scores[run] = adjusted_rand_score(truth[[r["channel"] for r in rows]], [r["cluster"] for r in rows])
+        params = json.loads(catalog.sql("SELECT params FROM runs WHERE run = ?", [run]).to_pylist()[0]["params"])
+        assert params["space"] == ("kernel" if run == "ae-k8" else "reconstruction")
+    assert min(scores.values()) >= 0.9, scores
 
 
 def test_clusters_recover_and_name_the_planted_families(planted):
