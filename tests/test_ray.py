@@ -79,8 +79,11 @@ def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp
     catalog = Catalog(tmp_path / "c")
     ingest_many(catalog, [str(cls_onnx)])
     monkeypatch.setattr(embed_step, "STREAM_ABOVE", 300)       # "large": more than 300 kernels of a size
-    metrics = [embed(catalog, run, "kh = 5", PARAMS, progress=False, ray="local")["5x5"] for run in ("s1", "s2")]
+    monkeypatch.setattr(embed_step, "NULL_SAMPLE", 300)        # and a null bounded the same way
+    params = EmbedParams(epochs=3)                            # with its null model
+    metrics = [embed(catalog, run, "kh = 5", params, progress=False, ray="local")["5x5"] for run in ("s1", "s2")]
     assert metrics[0]["n"] == 800 and metrics[0] == metrics[1]            # seeded: the same sample twice
+    assert metrics[0]["null_n"] == 300 and metrics[0]["null_classified"] <= 1
     rows = catalog.sql("SELECT run, count(*) AS n, count(z) AS z FROM embeddings GROUP BY run ORDER BY run")
     assert rows.column("n").to_pylist() == [800, 800] and rows.column("z").to_pylist() == [800, 800]
 

@@ -2,7 +2,8 @@
 
 Per size (and per model with `per_model`): preprocess (one pure function), train (or reuse a
 run's model with --from-model), encode every kernel, and run the same protocol on an iid
-Gaussian control of the same shape and count (the null model every report shows). The null
+Gaussian control of the same shape and count, at most `NULL_SAMPLE` (2 M) kernels (the null model
+every report shows; its size is `null_n` in the run's metrics). The null
 also calibrates a threshold: the largest at which it is classified at most alpha of the time
 (`params.calibrated_threshold`). Each size records its fixed (paper) and calibrated thresholds,
 the classified share of the data and of the null at both, and which one it uses
@@ -30,6 +31,10 @@ from kernel_catalog.store import Catalog
 # Above this many kernels of one size, training streams batches from Parquet instead of
 # holding the selection in memory (memory bound: the autoencoder's shuffle buffer, 2^19 rows).
 STREAM_ABOVE = 2_000_000
+# The null model is drawn in memory: at most this many iid Gaussian kernels per size (and model).
+# Its job is a classified share and a calibrated quantile, which 2 M draws pin down to ~1e-3;
+# a null of the selection's full count would not fit in memory at 10^8-10^9 kernels.
+NULL_SAMPLE = 2_000_000
 POOLED = None     # the model key of an autoencoder trained on every model's kernels of a size
 
 
@@ -153,9 +158,11 @@ def embed(
                 size_tables.append(table)
                 null_d = None
                 if params.null_model and not from_model and len(recon_cos):
+                    null_n = min(len(recon_cos), NULL_SAMPLE)
                     echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
-                         f"{len(recon_cos)} iid Gaussian kernels")
-                    null_d, _ = _null(len(recon_cos), kh, kw, params, progress)
+                         f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
+                                                            f" (a bounded null for {len(recon_cos)} kernels)"))
+                    null_d, _ = _null(null_n, kh, kw, params, progress)
                 per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
             tables.extend(size_tables)
             metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
