@@ -93,6 +93,19 @@ def test_drift_through_the_catalog(cat):
     assert matrix[0, 0] == pairs[0]["noise_a"] and matrix[0, 2] == pairs[1]["drift"]
 
 
+def test_a_large_selection_is_compared_on_a_seeded_sample(cat, monkeypatch):
+    """Above SAMPLE_ROWS a selection is a seeded sample of that many kernels: bounded memory,
+    the same numbers every time, close to the drift of every kernel."""
+    from kernel_catalog.analysis import drift as drift_module
+
+    whole = cat.drift(a="model = 'm0' AND kh = 5", b="model = 'm2' AND kh = 5").to_pylist()[-1]
+    monkeypatch.setattr(drift_module, "SAMPLE_ROWS", 300)
+    sampled = [cat.drift(a="model = 'm0' AND kh = 5", b="model = 'm2' AND kh = 5").to_pylist()[-1] for _ in range(2)]
+    assert whole["n_a"] == 360 and sampled[0]["n_a"] == sampled[0]["n_b"] == 300
+    assert sampled[0]["drift"] == pytest.approx(sampled[1]["drift"])
+    assert sampled[0]["drift"] == pytest.approx(whole["drift"], rel=0.5)
+
+
 def test_split_half_noise_shrinks_with_size():
     from kernel_catalog.analysis.drift import split_half
 
