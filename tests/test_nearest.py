@@ -138,19 +138,19 @@ def test_cache_follows_the_committed_files(cat):
 
 
 def test_a_killed_build_leaves_nothing_behind_the_next_one(cat):
-    """A build killed while writing leaves `.<name>.<pid>.tmp`; the next build removes it (its
+    """A build killed while writing leaves `.<name>.tmp-<pid>`; the next build removes it (its
     process is gone) and keeps a live writer's."""
     folder = cat.root / "cache" / "nearest"
     folder.mkdir(parents=True)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = folder / f".5x5-0123.npy.{int(gone.stdout)}.tmp"
-    live = folder / f".5x5-4567.npy.{os.getpid()}.tmp"
+    dead = folder / f".5x5-0123.npy.tmp-{int(gone.stdout)}"
+    live = folder / f".5x5-4567.npy.tmp-{os.getpid()}"
     dead.write_bytes(b"x" * 1024)
     live.write_bytes(b"x")
     own, _ = _kernel(cat, "m1", "a", 4)
     cat.nearest(kernel=own, k=3)
     assert not dead.exists() and live.exists()
-    assert len([p for p in folder.iterdir() if not p.name.endswith(".tmp")]) == 2
+    assert len([p for p in folder.iterdir() if ".tmp-" not in p.name]) == 2
 
 
 def test_cli_output_and_one_line_errors(cat, tmp_path):

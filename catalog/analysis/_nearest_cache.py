@@ -17,7 +17,6 @@ the folder is always safe).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import duckdb
@@ -27,6 +26,7 @@ import pyarrow as pa
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
+from kernel_catalog.store.atomic import remove_dead_temporaries, staged_file
 from kernel_catalog.store.remote_views import kernels_dataset_view
 
 CACHE_DIR = ("cache", "nearest")
@@ -65,32 +65,8 @@ def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            np.save(f, array)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # exists, another user's
-        return True
-    return True
-
-
-def remove_leftovers(folder: Path) -> None:
-    """Temporary files of builds whose process is gone (killed mid-write): up to 200 MB each."""
-    for leftover in folder.glob(".*.tmp"):
-        pid = leftover.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or not _alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+    with staged_file(path, durable=False) as temporary, open(temporary, "wb") as f:
+        np.save(f, array)
 
 
 def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +85,7 @@ def build(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> tuple[np.ndar
     matrix = np.concatenate(rows) if rows else np.empty((0, k), np.float32)
     stem = _stem(catalog, kh, kw, paths)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(stem.parent)
+    remove_dead_temporaries(stem.parent)
     _save(stem.with_name(stem.name + ".ids.npy"), ids_all)
     _save(stem.with_name(stem.name + ".npy"), matrix)
     for old in stem.parent.glob(f"{kh}x{kw}-*.npy"):

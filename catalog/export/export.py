@@ -61,7 +61,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from kernel_catalog.store.atomic import fsync_path
+from kernel_catalog.store.atomic import fsync_path, remove_dead_temporaries
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.export._formats import WRITERS, Tracker, plan_selection
@@ -140,24 +140,11 @@ def _temporary(target: Path) -> Path:
 def _remove_stale_temporaries(target: Path) -> None:
     """Delete temporary files of earlier exports to this name whose process is gone (SIGKILL)."""
     for name in (target.name, manifest_path_for(target).name):
-        for path in target.parent.glob(f".{glob_escape(name)}.tmp-*"):
-            pid = path.name.rsplit(".tmp-", 1)[-1].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                path.unlink(missing_ok=True)
+        remove_dead_temporaries(target.parent, glob_escape(name))
 
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sha256(path: Path) -> str:

@@ -37,3 +37,24 @@ def staged_file(target: Path, durable: bool = True) -> Iterator[Path]:
             fsync_path(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: Path, name_glob: str = "*") -> None:
+    """Delete the temporary files (`.NAME.tmp-<pid>[-...]`, as `staged_file` and exports name them)
+    of names matching `name_glob` in `folder` whose writing process is gone: a process killed
+    mid-write (SIGKILL) cannot remove its own."""
+    for path in Path(folder).glob(f".{name_glob}.tmp-*"):
+        pid = path.name.rsplit(".tmp-", 1)[-1].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
