@@ -90,7 +90,7 @@ def _direction_log_density(d: int, sigma2: float):
 
     r = np.linspace(1e-4, 1.0 + 12.0 * np.sqrt(sigma2 * d), 4000)
     ts = np.linspace(-1.0, 1.0, 2001)
-    table = np.array([logsumexp((d - 1) * np.log(r) - (r - t) ** 2 / (2 * sigma2)) for t in ts])
+    table = logsumexp((d - 1) * np.log(r) - (r - ts[:, None]) ** 2 / (2 * sigma2), axis=1)
     table -= (1.0 - ts ** 2) / (2 * sigma2)
     return lambda t: np.interp(t, ts, table)
 
