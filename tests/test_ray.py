@@ -50,7 +50,20 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
     assert [o.action for o in again] == ["unchanged"] and remote.sql("SELECT count(*) FROM kernels") == \
         local.sql("SELECT count(*) FROM kernels")
 
+    # embeddings: each task writes its part into the data root; a worker killed right after writing
+    # one is retried, and the dead attempt's part is removed at the end of the run
+    from kernel_catalog.analysis import _ray as ray_step
+
+    monkeypatch.setattr(ray_step, "PART_ROWS", 300)                 # 800 5x5 kernels: several parts
+    monkeypatch.setenv(CRASH_ENV, "ray-embed-part-written")
+    monkeypatch.setenv(ONCE_ENV, str(tmp_path / "killed-embedding"))
     embed(remote, "e", "kh = 5", PARAMS, progress=False, ray="local")
+    monkeypatch.delenv(CRASH_ENV)
+    assert (tmp_path / "killed-embedding").exists()
+    parts = remote.sql("SELECT path FROM result_files WHERE run = 'e' AND kind = 'embeddings'").column("path")
+    assert len(parts) >= 2
+    part_keys = [k.removeprefix("lab/") for k in s3_objects(s3_env["BUCKET"]) if "/embeddings-" in k]
+    assert sorted(part_keys) == sorted(parts.to_pylist())          # no orphan part left
     cluster_run(remote, "c", "e", ClusterParams(k=3), ray="local")
     query = "SELECT kernel_id, z, recon_cos, usable FROM embeddings WHERE run = 'e' ORDER BY kernel_id"
     a, b = local.sql(query), remote.sql(query)

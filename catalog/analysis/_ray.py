@@ -6,7 +6,12 @@ with the catalog, reads the committed Parquet (local or on the data root URI) as
 and runs in tasks (fractional CPUs, never an actor pool that takes every CPU: those can starve
 the read tasks). Each batch applies the selection's WHERE with DuckDB over the Arrow batch and
 goes through the same encoding function as the in-process path, so embeddings agree to float
-rounding (within 1e-5 on CPU).
+rounding (within 1e-5 on CPU). Each task writes its batch's embeddings as one Parquet part under
+a new unique name into the data root and returns only the part's path, row count and the
+usable kernels' recon_cos (4 bytes a kernel, for the classified shares): the driver records the
+parts at commit and never holds the embeddings (at 10^9 kernels, ~40 GB). The driver holds the
+writer lock meanwhile, so no other writer removes the parts as orphans; a retried task's dead
+attempt leaves an orphan part, removed at the end of the run.
 """
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ from kernel_catalog.store.ray_runtime import connect, is_remote
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 BATCH_ROWS = 1 << 16
+PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
+MAX_RETRIES = 3
+PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
+                         ("recon_cos", pa.list_(pa.float32()))])
 
 
 def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw: int, rows: int,
@@ -73,8 +82,32 @@ def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params, 
     return table
 
 
-def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str):
-    """A function (model, kh, kw, params) -> (embeddings table, usable recon_cos) that encodes on Ray."""
+def _encode_part(batch: pa.Table, model, kh: int, kw: int, where: str, params, gpu: bool,
+                 run: str, local_root: str, uri: str | None) -> pa.Table:
+    """The task body: encode one batch, write it as an embeddings part, return its PART_SCHEMA row."""
+    from pathlib import Path
+
+    from kernel_catalog.analysis.runs import result_file_path
+    from kernel_catalog.store.datafs import DataRoot
+    from kernel_catalog.store.faults import crash_once
+
+    table = _encode_batch(batch, model, kh, kw, where, params, gpu)
+    if table.num_rows == 0:
+        return PART_SCHEMA.empty_table()
+    path = result_file_path(run, "embeddings")
+    size = DataRoot(Path(local_root), uri).write_parquet(path, table, compression="zstd")
+    crash_once("ray-embed-part-written")
+    recon_cos = table.column("recon_cos").drop_null().cast(pa.float32()).combine_chunks()
+    one_list = pa.ListArray.from_arrays(pa.array([0, len(recon_cos)], pa.int32()), recon_cos)
+    return pa.table([[path], [table.num_rows], [size], one_list], schema=PART_SCHEMA)
+
+
+def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, run: str):
+    """A function (model, kh, kw, params) -> (embeddings parts written, usable recon_cos) that
+    encodes on Ray; call it while holding the catalog (`Catalog.hold`)."""
+    from kernel_catalog.analysis.runs import StagedPart
+    from kernel_catalog.store.ray_runtime import task_options
+
     ray = connect(address)
     data = catalog.data
     if data.is_local and is_remote(address):
@@ -82,7 +115,7 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str):
                            "create the catalog with `catalog init --data-root s3://...`")
     files = [data.full(p) for p in paths]
 
-    def encode(model, kh: int, kw: int, params) -> tuple[pa.Table, np.ndarray]:
+    def encode(model, kh: int, kw: int, params) -> tuple[list[StagedPart], np.ndarray]:
         from dataclasses import replace
 
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -90,17 +123,16 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str):
         # GPU tasks when the cluster has GPUs (the model moves to the task's GPU), else half a CPU
         # each: never an actor pool that takes every CPU (it can starve the read tasks)
         gpus = ray.cluster_resources().get("GPU", 0) > 0
-        encoded = dataset.map_batches(
-            _encode_batch, batch_format="pyarrow", batch_size=BATCH_ROWS,
-            **({"num_gpus": 1} if gpus else {"num_cpus": 0.5}),
+        written = dataset.map_batches(
+            _encode_part, batch_format="pyarrow", batch_size=PART_ROWS, max_retries=MAX_RETRIES,
+            **({"num_gpus": 1} if gpus else {"num_cpus": 0.5}), **task_options(),
             fn_kwargs={"model": model, "kh": kh, "kw": kw, "where": where, "gpu": gpus,
-                       "params": replace(params, threads=1)})
-        parts = [t for t in ray.get(encoded.to_arrow_refs()) if t.num_rows]
-        table = pa.concat_tables(parts).cast(EMBEDDING_SCHEMA) if parts else EMBEDDING_SCHEMA.empty_table()
-        table = table.sort_by("kernel_id")
-        usable = table.column("usable").to_numpy(zero_copy_only=False)
-        recon_cos = table.column("recon_cos").to_numpy(zero_copy_only=False)[usable].astype(np.float64)
-        return table, recon_cos
+                       "params": replace(params, threads=1), "run": run,
+                       "local_root": str(data.local_root), "uri": data.uri})
+        rows = pa.concat_tables([PART_SCHEMA.empty_table()] + ray.get(written.to_arrow_refs())).to_pylist()
+        parts = [StagedPart("embeddings", r["path"], r["rows"], r["size"]) for r in rows]
+        recon_cos = np.concatenate([np.asarray(r["recon_cos"], np.float64) for r in rows] or [np.empty(0)])
+        return parts, recon_cos
 
     return encode
 

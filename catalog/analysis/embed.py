@@ -13,6 +13,7 @@ autoencoder files + a runs row.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace as with_changes
 
 import numpy as np
@@ -114,13 +115,42 @@ def embed(
     reused = load_run_models(catalog, from_model, params.device) if from_model else {}
     if parent is not None:
         params = with_changes(params, per_model=parent.embed_params().per_model)
+    # With Ray the workers write embeddings parts into the data root while the run goes on: the
+    # writer lock is held until the commit, so no other writer removes them as orphans; then the
+    # parts of dead (retried) attempts, or of a run that failed, are removed.
+    with catalog.hold() if ray else nullcontext():
+        try:
+            metrics, tables, parts, blobs, device = _embed_sizes(catalog, run, where, params, from_model, parent,
+                                                                 reused, progress, echo, ray)
+            record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
+                               selection=where, metrics=metrics, device=device,
+                               seconds=time.perf_counter() - started)
+            commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)} if tables else {}, blobs,
+                       replace=replace, parts=parts)
+        finally:
+            if ray:
+                _remove_orphans(catalog)
+    return metrics
+
+
+def _remove_orphans(catalog: Catalog) -> None:
+    try:
+        with catalog.writer() as session:
+            session.remove_orphans()
+    except CatalogError:     # storage unreachable: the next writer removes them
+        pass
+
+
+def _embed_sizes(catalog, run, where, params, from_model, parent, reused, progress, echo, ray):
+    """Train and encode every size of the selection: (metrics, embeddings tables, parts written by
+    Ray workers, model file writers, device)."""
     selection = KernelSelection(catalog, where)
     try:
         encode = None
         if ray:
             from kernel_catalog.analysis._ray import ray_encoder
 
-            encode = ray_encoder(catalog, selection.paths, selection.where, ray)
+            encode = ray_encoder(catalog, selection.paths, selection.where, ray, run)
         sizes = selection.sizes()
         if not sizes:
             raise CatalogError(f"the selection --where {where!r} matches no kernels; check it with `catalog sql`")
@@ -130,7 +160,7 @@ def embed(
                                "narrow --where to its kernel sizes or train a new run")
         if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
             raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
-        tables, blobs, metrics, device = [], {}, {}, None
+        tables, parts, blobs, metrics, device = [], [], {}, {}, None
         for kh, kw, n in sizes:
             key = size_key(kh, kw)
             echo(f"{key}: {n} kernels" + (", one autoencoder per model" if params.per_model else ""))
@@ -148,14 +178,17 @@ def embed(
                 else:
                     ids, weights = None, None
                 groups = [(POOLED, None)]
-            size_tables, per_group = [], {}
+            per_group = {}
             for name, rows in groups:
                 part = (ids, weights) if rows is None else (ids[rows], weights[rows])
                 model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
                                                        reused.get(key, {}), blobs, progress,
                                                        encode if rows is None else None)
                 device = model.device
-                size_tables.append(table)
+                if isinstance(table, list):      # parts Ray workers wrote
+                    parts.extend(table)
+                else:
+                    tables.append(table)
                 null_d = None
                 if params.null_model and not from_model and len(recon_cos):
                     null_n = min(len(recon_cos), NULL_SAMPLE)
@@ -164,21 +197,18 @@ def embed(
                                                             f" (a bounded null for {len(recon_cos)} kernels)"))
                     null_d, _ = _null(null_n, kh, kw, params, progress)
                 per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
-            tables.extend(size_tables)
             metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
             m = metrics[key]
             echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
                  + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else ""))
     finally:
         selection.close()
-    record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
-                       selection=where, metrics=metrics, device=device, seconds=time.perf_counter() - started)
-    commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)}, blobs, replace=replace)
-    return metrics
+    return metrics, tables, parts, blobs, device
 
 
 def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None):
-    """Train (or reuse) one autoencoder and encode its kernels; returns (model, table, usable recon_cos)."""
+    """Train (or reuse) one autoencoder and encode its kernels; returns (model, embeddings table or,
+    encoded by Ray, the parts its workers wrote, usable recon_cos)."""
     ids, weights = part
     key = size_key(kh, kw)
     if name in reused:

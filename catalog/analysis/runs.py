@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,20 +100,33 @@ def check_new_run(catalog: Catalog, run: str, replace: bool) -> None:
         raise CatalogError(f"run '{run}' already exists; pass --replace to overwrite it or choose another --run name")
 
 
+@dataclass(frozen=True)
+class StagedPart:
+    """A result file already written into the data root (by a Ray worker), recorded as is at commit."""
+
+    kind: str            # embeddings | labels
+    path: str            # relative to the data root (`result_file_path`)
+    rows: int
+    size: int            # bytes
+
+
+def result_file_path(run: str, kind: str) -> str:
+    """A new unique relative path for one result file of a run (hive partition run=<name>)."""
+    suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
+    return f"results/run={run}/{kind}-{uuid.uuid4().hex[:16]}{suffix}"
+
+
 def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
     """Write one result file atomically via `write(temporary_path)`; returns its relative path."""
+    path = result_file_path(run, kind)
     if not session.data.is_local:   # object storage: written locally, uploaded under a new unique key
-        suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
-        path = f"results/run={run}/{kind}-{uuid.uuid4().hex[:8]}{suffix}"
         session.data.write_with(path, write)
         return path
-    folder = session.root / "results" / f"run={run}"
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
-    final = folder / f"{kind}-{uuid.uuid4().hex[:8]}{suffix}"
+    final = session.root / path
+    final.parent.mkdir(parents=True, exist_ok=True)
     with staged_file(final) as temporary:
         write(temporary)
-    return final.relative_to(session.root).as_posix()
+    return path
 
 
 def commit_run(
@@ -124,21 +137,23 @@ def commit_run(
     clusters: pa.Table | None = None,
     replace: bool = False,
     wait: float | None = None,
+    parts: Sequence[StagedPart] = (),
 ) -> None:
-    """Write a run's result tables (and model files via `blobs` writers) and record it, all or nothing."""
+    """Write a run's result tables (and model files via `blobs` writers) and record it, with the
+    `parts` workers already wrote, all or nothing."""
     validate_run_name(record.run)
     with catalog.writer(wait=wait) as session:
         exists = session.con.execute("SELECT count(*) FROM run_records WHERE run = ?", [record.run]).fetchall()[0][0]
         if exists and not replace:
             raise CatalogError(f"run '{record.run}' already exists; pass --replace to overwrite it")
-        staged: list[tuple[str, str, int | None]] = []
+        staged: list[tuple[str, str, int | None, int | None]] = [(p.kind, p.path, p.rows, p.size) for p in parts]
         for kind, table in tables.items():
             path = stage_file(session, record.run, kind, lambda p, t=table: pq.write_table(t, p, compression="zstd"))
-            staged.append((kind, path, table.num_rows))
+            staged.append((kind, path, table.num_rows, None))
         for key, write in (blobs or {}).items():   # key "autoencoder:7x7": kind before the colon
             kind = key.split(":")[0]
             path = stage_file(session, record.run, kind, write)
-            staged.append((kind, path, None))
+            staged.append((kind, path, None, None))
         crash_point("run-files-written")
         with session.transaction() as con:
             old = _delete_run_rows(con, record.run)
@@ -146,8 +161,8 @@ def commit_run(
                 "INSERT INTO run_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP, ?)",
                 [record.run, record.kind, record.parent, record.selection, json_text(record.params),
                  json_text(record.metrics), __version__, record.device, record.seconds])
-            for kind, path, n_rows in staged:
-                size = session.data.size(path)
+            for kind, path, n_rows, size in staged:
+                size = session.data.size(path) if size is None else size
                 con.execute("INSERT INTO result_files VALUES (?, ?, ?, ?, ?)", [record.run, kind, path, n_rows, size])
             if clusters is not None and clusters.num_rows:
                 con.register("new_clusters", clusters)
