@@ -119,3 +119,20 @@ def test_ray_cluster_fits_a_sample_and_assigns_every_row_per_block(ray_local):
     assert adjusted_rand_score(cluster(x, 4, seed=0, kernels=x, threads=1).labels, sampled.labels) > 0.99
     small = ray_cluster("local", x[:400], 4, 0, "kmeans", x[:400], 1, fit_sample=500)
     assert np.array_equal(small.labels, cluster(x[:400], 4, seed=0, kernels=x[:400], threads=1).labels)
+
+
+def test_the_training_sample_is_drawn_from_the_selection_not_from_every_kernel(tmp_path, cls_onnx):
+    """DuckDB applies USING SAMPLE before a WHERE at the same level: the sample must come from
+    the selected kernels (a subquery), or a narrow selection trains on a fraction of its bound."""
+    from kernel_catalog.analysis._ray import training_sample
+
+    catalog = Catalog(tmp_path / "c")
+    ingest_many(catalog, [str(cls_onnx)])
+    paths = catalog.sql("SELECT path FROM kernel_files").column("path").to_pylist()
+    where = "channel % 2 = 0"                                       # half of the 5x5 kernels
+    chosen = set(catalog.sql(f"SELECT kernel_id FROM kernels WHERE kh = 5 AND {where}").column("kernel_id").to_pylist())
+    assert 300 < len(chosen) < 600
+    ids, weights = training_sample(catalog, paths, where, 5, 5, 300, seed=0)
+    assert len(ids) == 300 and weights.shape == (300, 25) and set(ids.tolist()) <= chosen
+    again, _ = training_sample(catalog, paths, where, 5, 5, 300, seed=0)
+    assert np.array_equal(ids, again)                                # seeded: the same sample

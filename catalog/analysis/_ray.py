@@ -43,8 +43,10 @@ def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw:
     con = catalog.point_at_root(duckdb.connect(config={"threads": 1}))
     try:
         catalog.kernels_view(con, paths)
-        table = con.sql(f"SELECT kernel_id, weights FROM kernels WHERE ({where}) AND kh = {int(kh)} AND kw = {int(kw)} "
-                        f"USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})").to_arrow_table()
+        # (a subquery: DuckDB applies USING SAMPLE before a WHERE at the same level)
+        table = con.sql(f"SELECT * FROM (SELECT kernel_id, weights FROM kernels WHERE ({where}) AND kh = {int(kh)} "
+                        f"AND kw = {int(kw)}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE ({int(seed)})"
+                        ).to_arrow_table()
     finally:
         con.close()
     table = table.sort_by("kernel_id")
