@@ -1,6 +1,6 @@
 """Ingest, embed and cluster on a local Ray instance (2 CPUs, shared by this module's few tests):
 the same rows and values as the in-process path; a worker killed mid-task is retried with no
-duplicate rows; data on the S3-compatible server."""
+duplicate rows and no orphan file; data on the S3-compatible server."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,7 +64,19 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
     assert len(parts) >= 2
     part_keys = [k.removeprefix("lab/") for k in s3_objects(s3_env["BUCKET"]) if "/embeddings-" in k]
     assert sorted(part_keys) == sorted(parts.to_pylist())          # no orphan part left
-    cluster_run(remote, "c", "e", ClusterParams(k=3), ray="local")
+    # cluster: every block a Ray task that writes its labels part; a worker killed after writing
+    # one is retried, the partition is the in-process one and no orphan part is left
+    from kernel_catalog.analysis import cluster_blocks
+
+    monkeypatch.setattr(cluster_blocks, "BLOCK_ROWS", 300)
+    monkeypatch.setenv(CRASH_ENV, "labels-part-written")
+    monkeypatch.setenv(ONCE_ENV, str(tmp_path / "killed-labels"))
+    metrics = cluster_run(remote, "c", "e", ClusterParams(k=3), ray="local")
+    monkeypatch.delenv(CRASH_ENV)
+    assert (tmp_path / "killed-labels").exists() and metrics["5x5"]["blocks"] == 3
+    label_parts = remote.sql("SELECT path FROM result_files WHERE run = 'c' AND kind = 'labels'").column("path")
+    assert sorted(k.removeprefix("lab/") for k in s3_objects(s3_env["BUCKET"]) if "/labels-" in k) == \
+        sorted(label_parts.to_pylist())
     query = "SELECT kernel_id, z, recon_cos, usable FROM embeddings WHERE run = 'e' ORDER BY kernel_id"
     a, b = local.sql(query), remote.sql(query)
     assert a.column("kernel_id") == b.column("kernel_id") and a.column("usable") == b.column("usable")
@@ -72,8 +84,10 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
     assert np.abs(za - zb).max() <= 1e-5
     ra, rb = (t.column("recon_cos").to_numpy(zero_copy_only=False) for t in (a, b))
     assert np.nanmax(np.abs(ra - rb)) <= 1e-5
-    labels = "SELECT kernel_id, cluster, label FROM labels WHERE run = 'c' ORDER BY kernel_id"
+    labels = "SELECT * EXCLUDE (run, score, recon_cos) FROM labels WHERE run = 'c' ORDER BY kernel_id"
     assert local.sql(labels) == remote.sql(labels)
+    clusters = "SELECT label, n_kernels, medoid_kernel_id FROM clusters WHERE run = 'c' ORDER BY cluster"
+    assert local.sql(clusters) == remote.sql(clusters)
 
 
 def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
@@ -99,26 +113,6 @@ def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp
     assert metrics[0]["null_n"] == 300 and metrics[0]["null_classified"] <= 1
     rows = catalog.sql("SELECT run, count(*) AS n, count(z) AS z FROM embeddings GROUP BY run ORDER BY run")
     assert rows.column("n").to_pylist() == [800, 800] and rows.column("z").to_pylist() == [800, 800]
-
-
-def test_ray_cluster_fits_a_sample_and_assigns_every_row_per_block(ray_local):
-    """Above the sample bound k-means is fitted on a seeded sample and every row is assigned to its
-    nearest centre per block (Ray tasks); below it, the partition is exactly the in-process one."""
-    from sklearn.metrics import adjusted_rand_score
-
-    from kernel_catalog.analysis._ray import ray_cluster
-    from kernel_catalog.analysis.clustering import cluster, nearest_centre
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(4, 8)) * 5
-    x = (centres[rng.integers(0, 4, 3000)] + rng.normal(size=(3000, 8))).astype(np.float32)
-    sampled = ray_cluster("local", x, 4, 0, "kmeans", x, 1, fit_sample=500, block_rows=700)
-    assert np.array_equal(sampled.labels, nearest_centre(x, sampled.centroids))
-    assert sampled.sizes.sum() == 3000
-    assert np.array_equal(sampled.labels, cluster(x, 4, seed=0, kernels=x, threads=1, fit_sample=500).labels)
-    assert adjusted_rand_score(cluster(x, 4, seed=0, kernels=x, threads=1).labels, sampled.labels) > 0.99
-    small = ray_cluster("local", x[:400], 4, 0, "kmeans", x[:400], 1, fit_sample=500)
-    assert np.array_equal(small.labels, cluster(x[:400], 4, seed=0, kernels=x[:400], threads=1).labels)
 
 
 def test_the_training_sample_is_drawn_from_the_selection_not_from_every_kernel(tmp_path, cls_onnx):

@@ -1,4 +1,4 @@
-"""`catalog embed --ray ADDRESS`: encode every selected kernel with Ray Data `map_batches`.
+"""`--ray ADDRESS` for embed and cluster: encoding with Ray Data `map_batches`, blocks as Ray tasks.
 
 The autoencoder is trained on the driver exactly as in-process (in memory up to 2 M kernels of a
 size, streamed from Parquet above), so its weights are the same; encoding, the part that grows
@@ -12,6 +12,9 @@ usable kernels' recon_cos (4 bytes a kernel, for the classified shares): the dri
 parts at commit and never holds the embeddings (at 10^9 kernels, ~40 GB). The driver holds the
 writer lock meanwhile, so no other writer removes the parts as orphans; a retried task's dead
 attempt leaves an orphan part, removed at the end of the run.
+
+Cluster runs with --ray go through `cluster_blocks` (fit on a sample, two passes over blocks);
+`ray_map_blocks` runs each block as a task, and the labels parts are written the same way.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from kernel_catalog.store import Catalog
 from kernel_catalog.store.ray_runtime import connect, is_remote
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
-BATCH_ROWS = 1 << 16
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
 MAX_RETRIES = 3
 PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
@@ -139,51 +141,22 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, ru
     return encode
 
 
-def _encode_rows(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from kernel_catalog.analysis import autoencoder as ae
+def ray_map_blocks(address: str, fn, blocks, shared: dict) -> list:
+    """fn(block, **shared) for every block as Ray tasks (half a CPU each, retried if a worker
+    dies), results in block order. The driver streams the blocks: at most twice the cluster's
+    CPUs are in flight, so its memory holds a few blocks, never the size (cluster_blocks)."""
+    from kernel_catalog.store.ray_runtime import task_options
 
-    z, recon, _ = ae.encode(model, x, threads=1)
-    return z, recon
-
-
-def ray_reconstruct(address: str, models: dict, x: np.ndarray, owners: np.ndarray,
-                    block_rows: int = BATCH_ROWS) -> tuple[np.ndarray, np.ndarray]:
-    """(z, recon) of preprocessed usable kernels, each through its autoencoder (pooled: key None),
-    encoded per block of rows as Ray tasks; the same values as encoding in one piece."""
     ray = connect(address)
-    task = ray.remote(num_cpus=0.5)(_encode_rows)
-    z = recon = None
-    for name, model in models.items():
-        rows = np.arange(len(x)) if name is None else np.flatnonzero(owners == name)
-        if not len(rows):
-            continue
-        model_ref = ray.put(model)
-        blocks = [rows[i:i + block_rows] for i in range(0, len(rows), block_rows)]
-        results = ray.get([task.remote(model_ref, x[b]) for b in blocks])
-        for b, (zi, ri) in zip(blocks, results):
-            if z is None:
-                z, recon = np.zeros((len(x), zi.shape[1]), np.float32), np.zeros_like(x, dtype=np.float32)
-            z[b], recon[b] = zi, ri
-    return z, recon
-
-
-# k-means with --ray: fit on a bounded, seeded sample on the driver, then assign every row to its
-# nearest centre per block as Ray tasks (what k-means' predict does). A selection that fits in the
-# sample is clustered exactly as in-process.
-def ray_cluster(address: str, features: np.ndarray, k: int, seed: int, method: str, kernels: np.ndarray,
-                threads: int | None, fit_sample: int | None = None, block_rows: int = BATCH_ROWS):
-    """ClusterResult of every row, the partition `clustering.cluster` gives in-process: k-means
-    fitted on the same seeded sample, every row assigned to its nearest centre per block as Ray tasks."""
-    from kernel_catalog.analysis.clustering import FIT_SAMPLE, cluster, fit_rows, nearest_centre, summarise
-
-    fit_sample = fit_sample or FIT_SAMPLE
-    rows = fit_rows(len(features), seed, method, fit_sample)
-    if rows is None:   # small, or minibatch / gmm (fitted whole): in-process
-        return cluster(features, k, seed=seed, method=method, kernels=kernels, threads=threads, fit_sample=fit_sample)
-    fitted = cluster(features[rows], k, seed=seed, method=method, threads=threads, fit_sample=fit_sample)
-    ray = connect(address)
-    task = ray.remote(num_cpus=0.5)(nearest_centre)
-    centres = ray.put(fitted.centroids)
-    blocks = [slice(i, i + block_rows) for i in range(0, len(features), block_rows)]
-    raw = np.concatenate(ray.get([task.remote(features[b], centres) for b in blocks]))
-    return summarise(features, raw, fitted.centroids, k, fitted.method, kernels)
+    task = ray.remote(num_cpus=0.5, max_retries=MAX_RETRIES)(fn)
+    refs = {name: ray.put(value) for name, value in shared.items()}
+    limit = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+    results, pending = {}, {}
+    for i, block in enumerate(blocks):
+        if len(pending) >= limit:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            results[pending.pop(done[0])] = ray.get(done[0])
+        pending[task.options(**task_options()).remote(block, **refs)] = i
+    for ref, i in pending.items():
+        results[i] = ray.get(ref)
+    return [results[i] for i in sorted(results)]

@@ -20,8 +20,9 @@ classifier that knows the generator reaches ARI 0.939 at 5x5 SNR 2 and 0.971 at 
 Methods: "kmeans" = KMeans (n_init=30, Lloyd; 10 restarts left ARI 0.84-0.92 on 5x5 banks where
 30 gave 0.90-0.92: at 10 one seed in four fell into a split-and-merge optimum). Above
 `fit_sample` rows (200,000) it is fitted on a seeded sample of that many rows and every row is
-assigned to its nearest centre (`fit_rows`, `nearest_centre`; the Ray path does exactly the
-same, per block): on 301,000 planted 7x7 kernels (14 classes, SNR 2, one thread) that gave ARI
+assigned to its nearest centre (`fit_rows`, `nearest_centre`; a cluster run passes the kernel
+ids, and the sample is then chosen by id, `fit_rows_by_id`: the very sample a size clustered in
+blocks or on Ray fits on, `cluster_blocks`): on 301,000 planted 7x7 kernels (14 classes, SNR 2, one thread) that gave ARI
 0.994 for both seeds in 15 s, where MiniBatchKMeans (batch 4096, n_init=3, what this switched to
 before) gave 0.994 and 0.895 in 1 s, and at 1 M kernels split clusters unstably (seed ARI 0.73).
 "minibatch" = MiniBatchKMeans on every row, for speed; "gmm" = full-covariance GaussianMixture
@@ -92,6 +93,13 @@ def _limit(threads: int | None) -> contextlib.AbstractContextManager:
     return threadpool_limits(threads)
 
 
+def fit(x: np.ndarray, k: int, seed: int = 0, method: str = "kmeans", n_init: int | None = None,
+        threads: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """One fit on every row of x: (labels, centres, method), in the fit's own order (not renumbered)."""
+    with _limit(threads):
+        return _fit(np.asarray(x, dtype=np.float32), k, seed, method, n_init)
+
+
 def _fit(x: np.ndarray, k: int, seed: int, method: str, n_init: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.mixture import GaussianMixture
@@ -116,6 +124,24 @@ def fit_rows(n: int, seed: int, method: str = "kmeans", fit_sample: int = FIT_SA
     return np.sort(np.random.default_rng(seed).choice(n, fit_sample, replace=False))
 
 
+def sample_mask(seed: int) -> int:
+    """The int64 a seed XORs kernel ids with to order them for the fit sample (`fit_rows_by_id`)."""
+    info = np.iinfo(np.int64)
+    return int(np.random.default_rng([seed, 0x6B63]).integers(info.min, info.max, dtype=np.int64))
+
+
+def fit_rows_by_id(ids: np.ndarray, seed: int, method: str = "kmeans",
+                   fit_sample: int = FIT_SAMPLE) -> np.ndarray | None:
+    """Like `fit_rows`, chosen by kernel id: the `fit_sample` rows whose id XOR `sample_mask(seed)`
+    is smallest. Kernel ids are uniform 64-bit hashes, so this is a seeded uniform sample, and
+    DuckDB draws the very same one from a size it never holds (ORDER BY xor(kernel_id, mask)
+    LIMIT n, `cluster_sizes.fit_sample`)."""
+    if method != "kmeans" or len(ids) <= fit_sample:
+        return None
+    key = np.asarray(ids, np.int64) ^ np.int64(sample_mask(seed))
+    return np.sort(np.argpartition(key, fit_sample - 1)[:fit_sample])
+
+
 def cluster(
     features: np.ndarray,
     k: int,
@@ -123,23 +149,27 @@ def cluster(
     method: str = "kmeans",
     kernels: np.ndarray | None = None,
     n_init: int | None = None,
-    fit_sample: int = FIT_SAMPLE,
+    fit_sample: int | None = None,
     threads: int | None = None,
+    ids: np.ndarray | None = None,
 ) -> ClusterResult:
     """Cluster rows of `features` into k groups.
 
     kernels: optional (N, kdim) preprocessed kernels aligned with features; each cluster's
     mean kernel is their mean (what naming matches against templates). Without it, the mean
     of the features. The medoid is the member nearest its centroid in feature space (an exact
-    medoid costs O(n^2) per cluster). k-means above `fit_sample` rows: fitted on a seeded sample,
-    every row assigned to its nearest centre. threads: OpenMP/BLAS thread cap while fitting.
+    medoid costs O(n^2) per cluster). k-means above `fit_sample` rows (default FIT_SAMPLE): fitted on a seeded sample,
+    every row assigned to its nearest centre; the sample is drawn by kernel id when `ids` (aligned
+    with the rows) are given (`fit_rows_by_id`, what a size clustered in blocks fits on), else by
+    position. threads: OpenMP/BLAS thread cap while fitting.
     """
     x = np.asarray(features, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"need (N, f) features with N > 0, got {x.shape}")
     if not 1 <= k <= len(x):
         raise ValueError(f"k={k} must be between 1 and the number of rows ({len(x)})")
-    rows = fit_rows(len(x), seed, method, fit_sample)
+    fit_sample = fit_sample or FIT_SAMPLE
+    rows = fit_rows(len(x), seed, method, fit_sample) if ids is None else fit_rows_by_id(ids, seed, method, fit_sample)
     with _limit(threads):
         raw, centres, used = _fit(x if rows is None else x[rows], k, seed, method, n_init)
         if rows is not None:

@@ -13,7 +13,6 @@ autoencoder files + a runs row.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, replace as with_changes
 
 import numpy as np
@@ -25,7 +24,7 @@ from kernel_catalog.analysis.null_model import run_control
 from kernel_catalog.analysis.params import EmbedParams, available_cores, calibrated_threshold
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
-from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, result_paths
+from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, parts_held, require_run, result_paths
 from kernel_catalog.analysis.selection import KernelSelection
 from kernel_catalog.store import Catalog
 
@@ -115,30 +114,15 @@ def embed(
     reused = load_run_models(catalog, from_model, params.device) if from_model else {}
     if parent is not None:
         params = with_changes(params, per_model=parent.embed_params().per_model)
-    # With Ray the workers write embeddings parts into the data root while the run goes on: the
-    # writer lock is held until the commit, so no other writer removes them as orphans; then the
-    # parts of dead (retried) attempts, or of a run that failed, are removed.
-    with catalog.hold() if ray else nullcontext():
-        try:
-            metrics, tables, parts, blobs, device = _embed_sizes(catalog, run, where, params, from_model, parent,
-                                                                 reused, progress, echo, ray)
-            record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
-                               selection=where, metrics=metrics, device=device,
-                               seconds=time.perf_counter() - started)
-            commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)} if tables else {}, blobs,
-                       replace=replace, parts=parts)
-        finally:
-            if ray:
-                _remove_orphans(catalog)
+    # With Ray the workers write embeddings parts into the data root while the run goes on
+    with parts_held(catalog, active=bool(ray)):
+        metrics, tables, parts, blobs, device = _embed_sizes(catalog, run, where, params, from_model, parent,
+                                                             reused, progress, echo, ray)
+        record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
+                           selection=where, metrics=metrics, device=device, seconds=time.perf_counter() - started)
+        commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)} if tables else {}, blobs,
+                   replace=replace, parts=parts)
     return metrics
-
-
-def _remove_orphans(catalog: Catalog) -> None:
-    try:
-        with catalog.writer() as session:
-            session.remove_orphans()
-    except CatalogError:     # storage unreachable: the next writer removes them
-        pass
 
 
 def _embed_sizes(catalog, run, where, params, from_model, parent, reused, progress, echo, ray):
