@@ -90,3 +90,24 @@ def test_a_run_that_fails_between_blocks_leaves_no_run_and_no_parts(bank_catalog
     assert len(calls) == 3                                              # two parts were written first
     assert catalog.sql("SELECT count(*) AS n FROM runs WHERE run = 'broken'").column("n")[0].as_py() == 0
     assert not list((catalog.root / "results").glob("run=broken/*"))   # and removed
+
+
+def test_identify_renames_in_blocks_and_replaces_every_part(bank_catalog, monkeypatch):
+    from kernel_catalog.analysis.cluster_run import identify
+
+    from .conftest import MASTER_KEYS
+
+    catalog = bank_catalog
+    cluster_run(catalog, "named", "e", ClusterParams(k=K))
+    before = _labels(catalog, "named")
+    monkeypatch.setattr(cluster_blocks, "BLOCK_ROWS", 128)
+    identify(catalog, "named", templates=f"builtin+{MASTER_KEYS}")
+    after = _labels(catalog, "named")
+    assert [r["kernel_id"] for r in after] == [r["kernel_id"] for r in before]
+    assert [r["cluster"] for r in after] == [r["cluster"] for r in before]          # the partition stays
+    assert any(r["kernel_label"].startswith("master-key") for r in after if r["kernel_label"])   # renamed
+    parts = catalog.sql("SELECT path FROM result_files WHERE run = 'named' AND kind = 'labels'").column("path")
+    on_disk = sorted(p.relative_to(catalog.root).as_posix() for p in (catalog.root / "results" / "run=named").glob("labels-*"))
+    assert sorted(parts.to_pylist()) == on_disk and len(on_disk) == math.ceil(len(after) / 128)
+    identify(catalog, "named")                                                      # back to the builtin names
+    assert _labels(catalog, "named") == before

@@ -91,19 +91,18 @@ def _encode_part(batch: pa.Table, model, kh: int, kw: int, where: str, params, g
     """The task body: encode one batch, write it as an embeddings part, return its PART_SCHEMA row."""
     from pathlib import Path
 
-    from kernel_catalog.analysis.runs import result_file_path
+    from kernel_catalog.analysis.runs import write_part
     from kernel_catalog.store.datafs import DataRoot
     from kernel_catalog.store.faults import crash_once
 
     table = _encode_batch(batch, model, kh, kw, where, params, gpu)
     if table.num_rows == 0:
         return PART_SCHEMA.empty_table()
-    path = result_file_path(run, "embeddings")
-    size = DataRoot(Path(local_root), uri).write_parquet(path, table, compression="zstd")
+    part = write_part(DataRoot(Path(local_root), uri), run, "embeddings", table)
     crash_once("ray-embed-part-written")
     recon_cos = table.column("recon_cos").drop_null().cast(pa.float32()).combine_chunks()
     one_list = pa.ListArray.from_arrays(pa.array([0, len(recon_cos)], pa.int32()), recon_cos)
-    return pa.table([[path], [table.num_rows], [size], one_list], schema=PART_SCHEMA)
+    return pa.table([[part.path], [part.rows], [part.size], one_list], schema=PART_SCHEMA)
 
 
 def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, run: str):

@@ -33,7 +33,7 @@ from kernel_catalog.analysis import clustering
 from kernel_catalog.analysis.clustering import choose_k, nearest_centre
 from kernel_catalog.analysis.naming import ClusterNames, name_clusters
 from kernel_catalog.analysis.params import ClusterParams
-from kernel_catalog.analysis.runs import RunRecord, StagedPart, result_file_path
+from kernel_catalog.analysis.runs import RunRecord, StagedPart, write_part
 from kernel_catalog.analysis.templates import TemplateBank
 from kernel_catalog.store import Catalog
 
@@ -93,11 +93,10 @@ def write_labels_part(block: SizeData, centres: np.ndarray, remap: np.ndarray, s
     from kernel_catalog.store.faults import crash_once
 
     _, raw = _assign(block, centres, space, models)
-    table = label_rows(block, remap[raw], names, bank, name_threshold)
-    path = result_file_path(run, "labels")
-    size = DataRoot(Path(local_root), uri).write_parquet(path, table, compression="zstd")
+    part = write_part(DataRoot(Path(local_root), uri), run, "labels",
+                      label_rows(block, remap[raw], names, bank, name_threshold))
     crash_once("labels-part-written")
-    return StagedPart("labels", path, table.num_rows, size)
+    return part
 
 
 def _map(fn, blocks, shared: dict, ray: str | None) -> list:

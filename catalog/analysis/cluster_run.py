@@ -24,14 +24,14 @@ import pyarrow as pa
 from kernel_catalog.analysis import templates as tpl
 from kernel_catalog.analysis import cluster_blocks
 from kernel_catalog.analysis.cluster_sizes import (
-    cluster_rows, label_rows, load_size, naming_metrics, size_counts, size_features,
+    cluster_rows, label_rows, labelled_blocks, load_size, naming_metrics, size_counts, size_features,
 )
 from kernel_catalog.analysis.clustering import choose_k, cluster
 from kernel_catalog.analysis.embed import load_run_models
 from kernel_catalog.analysis.naming import name_clusters
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.params import ClusterParams, available_cores
-from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, parts_held, require_run
+from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, parts_held, require_run, write_part
 from kernel_catalog.store import Catalog
 
 SEED_SAMPLE = 5000                      # seed_ari: at most this many kernels per size (fixed-seed sample)
@@ -146,29 +146,28 @@ def cluster_run(
 
 def identify(catalog: Catalog, run: str, templates: str = "builtin",
              name_threshold: float = tpl.DEFAULT_NAME_THRESHOLD, echo=lambda line: None) -> dict:
-    """Re-name the clusters and kernels of a cluster run with other templates (in place)."""
+    """Re-name the clusters and kernels of a cluster run with other templates (in place). The
+    kernels go through in blocks (`cluster_blocks.BLOCK_ROWS`), whatever their number."""
     record = require_run(catalog, run, "cluster")
     params = with_changes(record.cluster_params(), templates=templates, name_threshold=name_threshold)
     clusters = catalog.sql("SELECT * FROM cluster_records WHERE run = ? ORDER BY kh, kw, cluster", [run]).to_pylist()
     parent = require_run(catalog, record.parent, "embed")
-    label_tables, cluster_tables, metrics = [], [], dict(record.metrics)
-    for kh, kw in sorted({(c["kh"], c["kw"]) for c in clusters}):
-        rows = [c for c in clusters if (c["kh"], c["kw"]) == (kh, kw)]
-        old = catalog.sql("SELECT kernel_id, cluster FROM labels WHERE run = ? AND kh = ? AND kw = ?", [run, kh, kw])
-        cluster_of = dict(zip(old.column("kernel_id").to_pylist(), old.column("cluster").to_pylist()))
-        size = load_size(catalog, parent, kh, kw)
-        labels = np.array([cluster_of[i] for i in size.ids[size.usable]], np.int32)
-        means = np.array([c["mean_kernel"] for c in rows], np.float32)
-        counts = np.array([c["n_kernels"] for c in rows])
-        bank = template_bank(templates, kh, kw)
-        found = name_clusters(means, bank, name_threshold)
-        label_tables.append(label_rows(size, labels, found, bank, name_threshold))
-        cluster_table = cluster_rows(kh, kw, found, means, counts, [c["medoid_kernel_id"] for c in rows])
-        cluster_tables.append(cluster_table)
-        metrics[size.key] = {**metrics.get(size.key, {}), **naming_metrics(found, counts, int(size.usable.sum()), bank)}
-        echo(f"{size.key}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found.names, cluster_table.column("score").to_pylist())))
-    updated = RunRecord(run, "cluster", asdict(params), parent=record.parent, selection=record.selection,
-                        metrics=metrics, device=record.device, seconds=record.seconds)
-    commit_run(catalog, updated, {"labels": pa.concat_tables(label_tables)},
-               clusters=pa.concat_tables(cluster_tables), replace=True)
+    parts, cluster_tables, metrics = [], [], dict(record.metrics)
+    with parts_held(catalog):
+        for kh, kw in sorted({(c["kh"], c["kw"]) for c in clusters}):
+            rows = [c for c in clusters if (c["kh"], c["kw"]) == (kh, kw)]
+            means = np.array([c["mean_kernel"] for c in rows], np.float32)
+            counts = np.array([c["n_kernels"] for c in rows])
+            bank = template_bank(templates, kh, kw)
+            found = name_clusters(means, bank, name_threshold)
+            for block, labels in labelled_blocks(catalog, run, parent, kh, kw, cluster_blocks.BLOCK_ROWS):
+                parts.append(write_part(catalog.data, run, "labels", label_rows(block, labels, found, bank, name_threshold)))
+            cluster_table = cluster_rows(kh, kw, found, means, counts, [c["medoid_kernel_id"] for c in rows])
+            cluster_tables.append(cluster_table)
+            key = f"{kh}x{kw}"
+            metrics[key] = {**metrics.get(key, {}), **naming_metrics(found, counts, int(counts.sum()), bank)}
+            echo(f"{key}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found.names, cluster_table.column("score").to_pylist())))
+        updated = RunRecord(run, "cluster", asdict(params), parent=record.parent, selection=record.selection,
+                            metrics=metrics, device=record.device, seconds=record.seconds)
+        commit_run(catalog, updated, {}, clusters=pa.concat_tables(cluster_tables), replace=True, parts=parts)
     return metrics

@@ -77,6 +77,19 @@ def size_blocks(catalog: Catalog, parent: RunRecord, kh: int, kw: int, rows: int
                 yield _size_data(pa.Table.from_batches([batch]), parent, kh, kw)
 
 
+def labelled_blocks(catalog: Catalog, run: str, parent: RunRecord, kh: int, kw: int,
+                    rows: int) -> Iterator[tuple[SizeData, np.ndarray]]:
+    """A cluster run's labelled kernels of one size in blocks: (block, cluster of each usable kernel)."""
+    query = ("SELECT l.kernel_id, l.cluster IS NOT NULL AS usable, l.recon_cos, k.weights, k.model, l.cluster "
+             "FROM labels l JOIN kernels k USING (kernel_id) WHERE l.run = ? AND l.kh = ? AND l.kw = ?")
+    with catalog.snapshot() as con:
+        for batch in con.sql(query, params=[run, kh, kw]).to_arrow_reader(rows):
+            if batch.num_rows:
+                table = pa.Table.from_batches([batch])
+                block = _size_data(table, parent, kh, kw)
+                yield block, table.column("cluster").to_numpy(zero_copy_only=False)[block.usable].astype(np.int64)
+
+
 def fit_sample(catalog: Catalog, parent: RunRecord, kh: int, kw: int, rows: int, seed: int) -> SizeData:
     """The usable kernels a k-means fit sees (`clustering.fit_rows_by_id`): the `rows` ones whose
     kernel_id XOR the seed's mask is smallest (all of them if fewer), in kernel_id order."""

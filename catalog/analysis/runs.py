@@ -25,6 +25,7 @@ from kernel_catalog.analysis.params import ClusterParams, EmbedParams, from_reco
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.store import Catalog, WriteSession
+from kernel_catalog.store.datafs import DataRoot
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -116,6 +117,13 @@ def result_file_path(run: str, kind: str) -> str:
     """A new unique relative path for one result file of a run (hive partition run=<name>)."""
     suffix = ".parquet" if kind in ("embeddings", "labels") else ".pt"
     return f"results/run={run}/{kind}-{uuid.uuid4().hex[:16]}{suffix}"
+
+
+def write_part(data: DataRoot, run: str, kind: str, table: pa.Table) -> StagedPart:
+    """Write one result part (a block's rows) under a new unique path into the data root; it is
+    recorded by `commit_run(parts=...)`, and removed as an orphan if the run never commits."""
+    path = result_file_path(run, kind)
+    return StagedPart(kind, path, table.num_rows, data.write_parquet(path, table, compression="zstd"))
 
 
 def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
