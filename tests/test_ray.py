@@ -130,3 +130,25 @@ def test_the_training_sample_is_drawn_from_the_selection_not_from_every_kernel(t
     assert len(ids) == 300 and weights.shape == (300, 25) and set(ids.tolist()) <= chosen
     again, _ = training_sample(catalog, paths, where, 5, 5, 300, seed=0)
     assert np.array_equal(ids, again)                                # seeded: the same sample
+
+
+def test_staged_models_ready_together_commit_in_one_transaction(tmp_path, cls_onnx):
+    """What `ingest --ray` does with every result ready at once (here the task body runs in this
+    process): one transaction for all, a refused model fails alone and leaves no file."""
+    from kernel_catalog.ingest._ray import commit_staged, extract_and_stage
+
+    catalog = Catalog(tmp_path / "c")
+    ingest_many(catalog, [str(cls_onnx)], IngestOptions(name="taken", include=("Conv@2",)))
+    root = str(catalog.root)
+    with catalog.hold():                                          # as ingest_ray: no writer removes staged files
+        staged = [extract_and_stage(str(cls_onnx), IngestOptions(name=name), None, root, None)
+                  for name in ("first", "second", "taken")]      # "taken" holds other weights
+        outcomes = commit_staged(catalog, staged, force=False, wait=None, committed=set())
+    assert [getattr(o, "action", None) for o in outcomes] == ["added", "added", None]
+    assert "already in the catalog with other weights" in outcomes[2].message
+    models = catalog.sql("SELECT model, ingested_at FROM models ORDER BY model").to_pylist()
+    assert [m["model"] for m in models] == ["first", "second", "taken"]
+    assert models[0]["ingested_at"] == models[1]["ingested_at"]       # one transaction (its start time)
+    assert not (catalog.root / staged[2].path).exists()              # the refused model's file is gone
+    assert catalog.sql("SELECT count(*) AS n FROM kernels WHERE model = 'first'").column("n")[0].as_py() == \
+        staged[0].n_rows

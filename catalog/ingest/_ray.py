@@ -3,8 +3,9 @@
 Each task reads one source (download + adapter), builds the kernel table and writes its Parquet
 under a new unique name into the data root, and returns small metadata (model, digest, layer
 rows, the file's path). The driver holds the writer lock for the whole run (so no other writer
-removes the workers' files as orphans) and commits each model in its own transaction, as the
-in-process path does. A worker that dies is retried by Ray; the retry computes the same digest
+removes the workers' files as orphans) and commits every result ready at that moment in one
+transaction (one view rebuild and one snapshot upload per batch: when commits are the
+bottleneck, batches grow by themselves). A worker that dies is retried by Ray; the retry computes the same digest
 and the same rows, and the dead attempt's file is an orphan removed at the end of the run. Two
 results for one model are committed once (`unchanged` for the second, its file deleted).
 """
@@ -57,30 +58,50 @@ def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | N
     return StagedModel(result, replace(extraction, layers=[]), adapter.version, layer_rows, path, table.num_rows)
 
 
-def commit_staged(catalog: Catalog, staged: StagedModel, force: bool, wait: float | None,
-                  duplicate: bool = False) -> IngestResult:
-    """Commit one staged model under the writer lock (same rules as commit_extraction); a
-    `duplicate` (the model was committed earlier in this run) with the same digest is dropped."""
+def _commit_one(session, staged: StagedModel, force: bool, duplicate: bool) -> tuple[IngestResult, list[str]]:
+    """Commit one staged model inside the session's open transaction (same rules as
+    commit_extraction); a `duplicate` (the model was committed earlier in this run) with the same
+    digest is dropped. Returns the result and the model's old files (to delete after the commit).
+    A CatalogError is raised before any row of this model is written."""
     result, model = staged.result, staged.result.model
+    rows = session.con.execute("SELECT checkpoint_sha256 FROM model_records WHERE model = ?", [model]).fetchall()
+    if rows and (not force or duplicate and rows[0][0] == result.checkpoint_sha256):
+        session.data.delete(staged.path)        # a duplicate: dropped, its file removed
+        if rows[0][0] != result.checkpoint_sha256:
+            raise CatalogError(
+                f"model '{model}' is already in the catalog with other weights (sha256 {rows[0][0][:12]}, "
+                f"new {result.checkpoint_sha256[:12]}); pass --force to replace it or --name to keep both")
+        result = replace(result, action="unchanged")
+        _log(session.con, result, staged.extraction, staged.adapter_version)
+        return result, []
+    if rows:
+        result = replace(result, action="replaced")
+    old = _replace_model_rows(session, result, staged.extraction, staged.adapter_version, staged.layer_rows,
+                              staged.path, SimpleNamespace(num_rows=staged.n_rows))
+    return result, old
+
+
+def commit_staged(catalog: Catalog, batch: list[StagedModel], force: bool, wait: float | None,
+                  committed: set[str]) -> list[IngestResult | IngestFailure]:
+    """Commit the staged models that are ready in ONE transaction under the writer lock: views are
+    rebuilt, and a URI catalog's snapshot published, once per batch instead of once per model (with
+    thousands of models, per-model commits grow quadratically). A model refused (other weights)
+    fails alone; `committed` (models committed earlier in this run) marks duplicates."""
+    outcomes, old = [], []
     with catalog.writer(wait=wait) as session:
-        rows = session.con.execute("SELECT checkpoint_sha256 FROM model_records WHERE model = ?", [model]).fetchall()
-        if rows and (not force or duplicate and rows[0][0] == result.checkpoint_sha256):
-            session.data.delete(staged.path)        # a duplicate: dropped, its file removed
-            if rows[0][0] != result.checkpoint_sha256:
-                raise CatalogError(
-                    f"model '{model}' is already in the catalog with other weights (sha256 {rows[0][0][:12]}, "
-                    f"new {result.checkpoint_sha256[:12]}); pass --force to replace it or --name to keep both")
-            result = replace(result, action="unchanged")
-            with session.transaction() as con:
-                _log(con, result, staged.extraction, staged.adapter_version)
-            return result
-        if rows:
-            result = replace(result, action="replaced")
-        old = _replace_model_rows(session, result, staged.extraction, staged.adapter_version, staged.layer_rows,
-                                  staged.path, SimpleNamespace(num_rows=staged.n_rows))
+        with session.transaction():
+            for staged in batch:
+                try:
+                    result, files = _commit_one(session, staged, force, duplicate=staged.result.model in committed)
+                except CatalogError as error:
+                    outcomes.append(IngestFailure(staged.result.model, str(error)))
+                    continue
+                committed.add(result.model)
+                outcomes.append(result)
+                old.extend(files)
         for path in old:
             session.data.delete(path)
-    return result
+    return outcomes
 
 
 def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: IngestOptions = IngestOptions(),
@@ -103,28 +124,37 @@ def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: Inge
         task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(extract_and_stage)
         refs = [task.options(**task_options()).remote(s, options, adapter, str(data.local_root), data.uri)
                 for s in names]
+        index = {ref: i for i, ref in enumerate(refs)}
         outcomes: list[IngestResult | IngestFailure | None] = [None] * len(names)
         committed: set[str] = set()
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            i = refs.index(done[0])
+            if pending:   # and every other result ready by now: committed together
+                more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                done += more
             started = time.perf_counter()
-            try:
-                staged = ray.get(done[0])
-                outcome = commit_staged(catalog, staged, force, wait, duplicate=staged.result.model in committed)
-                committed.add(outcome.model)
-                outcome = replace(outcome, seconds=outcome.read_seconds + time.perf_counter() - started)
-            except ray.exceptions.RayError as error:     # (a task's CatalogError arrives wrapped)
-                cause = getattr(error, "cause", None)
-                message = str(cause) if isinstance(cause, CatalogError) else \
-                    f"{names[i]}: {' '.join(str(cause or error).split())[:300]}"
-                outcome = IngestFailure(names[i], message)
-            except CatalogError as error:
-                outcome = IngestFailure(names[i], str(error))
-            outcomes[i] = outcome
-            if on_result:
-                on_result(outcome)
+            ready: list[tuple[int, StagedModel]] = []
+            for ref in done:
+                i = index[ref]
+                try:
+                    ready.append((i, ray.get(ref)))
+                except ray.exceptions.RayError as error:     # (a task's CatalogError arrives wrapped)
+                    cause = getattr(error, "cause", None)
+                    outcomes[i] = IngestFailure(names[i], str(cause) if isinstance(cause, CatalogError) else
+                                                f"{names[i]}: {' '.join(str(cause or error).split())[:300]}")
+            if ready:
+                try:
+                    results = commit_staged(catalog, [staged for _, staged in ready], force, wait, committed)
+                except CatalogError as error:              # the whole batch (e.g. storage unreachable)
+                    results = [IngestFailure(names[i], str(error)) for i, _ in ready]
+                seconds = time.perf_counter() - started
+                for (i, staged), outcome in zip(ready, results):
+                    outcomes[i] = outcome if isinstance(outcome, IngestFailure) else \
+                        replace(outcome, seconds=staged.result.read_seconds + seconds)
+            for ref in done:
+                if on_result:
+                    on_result(outcomes[index[ref]])
         with catalog.writer(wait=wait) as session:
             session.remove_orphans()                  # files of attempts that died and were retried
     return outcomes

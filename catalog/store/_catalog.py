@@ -309,15 +309,29 @@ class WriteSession:
         self.con = con
         self.data = catalog.data if catalog._data is not None else DataRoot(catalog.root)
         self.committed = False
+        self._open = False
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run the block in one transaction; views are rebuilt inside it, then it commits.
 
         Readers see the new files and the new rows at the same instant. Any exception (or a
-        kill) before COMMIT leaves the database exactly as it was.
+        kill) before COMMIT leaves the database exactly as it was. Inside another transaction
+        it joins that one (several models committed at once: views rebuilt once).
         """
         con = self.con
+        if self._open:
+            yield con
+            return
+        self._open = True
+        try:
+            with self._transaction(con):
+                yield con
+        finally:
+            self._open = False
+
+    @contextmanager
+    def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
