@@ -30,7 +30,7 @@ from kernel_catalog.analysis.cluster_sizes import (
     SizeData, cluster_rows, fit_sample, label_rows, naming_metrics, size_blocks, size_features,
 )
 from kernel_catalog.analysis import clustering
-from kernel_catalog.analysis.clustering import choose_k, nearest_centre
+from kernel_catalog.analysis.clustering import k_for, nearest_centre
 from kernel_catalog.analysis.naming import ClusterNames, name_clusters
 from kernel_catalog.analysis.params import ClusterParams
 from kernel_catalog.analysis.runs import RunRecord, StagedPart, write_part
@@ -127,12 +127,7 @@ def cluster_in_blocks(catalog: Catalog, run: str, parent: RunRecord, kh: int, kw
     while holding the catalog (`runs.parts_held`): the labels parts are written as it goes."""
     sample = fit_sample(catalog, parent, kh, kw, clustering.FIT_SAMPLE, params.seed)
     features = size_features(sample, params.space, models)
-    silhouettes = None
-    if params.k == "auto":
-        k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,
-                                  threads=params.threads)
-    else:
-        k = min(params.k, len(features))
+    k, silhouettes = k_for(features, params.k, range(params.k_min, params.k_max + 1), params.seed, params.threads)
     # centres in the fit's own order: clusters of equal size are then numbered as for a size held whole
     _, centres, method = clustering.fit(features, k, seed=params.seed, method=params.method, threads=params.threads)
     centres = centres.astype(np.float32)

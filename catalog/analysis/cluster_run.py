@@ -26,7 +26,7 @@ from kernel_catalog.analysis import cluster_blocks
 from kernel_catalog.analysis.cluster_sizes import (
     cluster_rows, label_rows, labelled_blocks, load_size, naming_metrics, size_counts, size_features,
 )
-from kernel_catalog.analysis.clustering import choose_k, cluster
+from kernel_catalog.analysis.clustering import cluster, k_for
 from kernel_catalog.analysis.embed import load_run_models
 from kernel_catalog.analysis.naming import name_clusters
 from kernel_catalog.errors import CatalogError
@@ -114,12 +114,8 @@ def cluster_run(
             else:
                 size = load_size(catalog, parent, kh, kw)
                 features = size_features(size, params.space, models[key])
-                silhouettes = None
-                if params.k == "auto":
-                    k, silhouettes = choose_k(features, range(params.k_min, params.k_max + 1), seed=params.seed,
-                                              threads=params.threads)
-                else:
-                    k = min(params.k, len(features))
+                k, silhouettes = k_for(features, params.k, range(params.k_min, params.k_max + 1), params.seed,
+                                       params.threads)
                 xu, ids = size.x[size.usable], size.ids[size.usable]
                 result = cluster(features, k, seed=params.seed, method=params.method, kernels=xu,
                                  threads=params.threads, ids=ids)

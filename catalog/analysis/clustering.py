@@ -220,6 +220,15 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray, block: int = ASSIGN_BLOCK
     return out
 
 
+def k_for(features: np.ndarray, k: int | str, k_range: range, seed: int = 0,
+          threads: int | None = None) -> tuple[int, dict[int, float] | None]:
+    """The k to cluster with: as given (at most the number of rows), or for k='auto' the best
+    silhouette's over `k_range` (`choose_k`, whose scores come back too)."""
+    if k == "auto":
+        return choose_k(features, k_range, seed=seed, threads=threads)
+    return min(int(k), len(features)), None
+
+
 def choose_k(
     features: np.ndarray,
     k_range: range | list[int] = range(2, 16),
