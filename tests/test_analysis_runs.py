@@ -181,10 +181,16 @@ def test_from_model_embeds_new_kernels_without_training(planted):
 def test_streaming_gives_the_same_embeddings(planted, monkeypatch):
     catalog, _, _ = planted
     monkeypatch.setattr(embed_module, "STREAM_ABOVE", 10)          # force the Parquet-streaming path
+    monkeypatch.setattr(embed_module, "PART_ROWS", 500)            # written as parts of 500 kernels
     embed(catalog, "ae-streamed", "model = 'bank'", params=FAST, progress=False)
     same = catalog.sql("SELECT count(*) AS n FROM embeddings a JOIN embeddings b USING (kernel_id) "
                        "WHERE a.run = 'ae' AND b.run = 'ae-streamed' AND a.z IS NOT DISTINCT FROM b.z").to_pylist()
     assert same == [{"n": N}]
+    parts = catalog.sql("SELECT path, n_rows FROM result_files WHERE run = 'ae-streamed' AND kind = 'embeddings'")
+    assert sorted(parts.column("n_rows").to_pylist()) == sorted([500, 500, N - 1000])
+    on_disk = sorted(p.relative_to(catalog.root).as_posix()
+                     for p in (catalog.root / "results" / "run=ae-streamed").glob("embeddings-*"))
+    assert on_disk == sorted(parts.column("path").to_pylist())
     delete_run(catalog, "ae-streamed")
 
 

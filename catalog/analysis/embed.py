@@ -24,17 +24,21 @@ from kernel_catalog.analysis.null_model import run_control
 from kernel_catalog.analysis.params import EmbedParams, available_cores, calibrated_threshold
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
-from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, parts_held, require_run, result_paths
+from kernel_catalog.analysis.runs import (
+    RunRecord, check_new_run, commit_run, parts_held, require_run, result_paths, write_part,
+)
 from kernel_catalog.analysis.selection import KernelSelection
 from kernel_catalog.store import Catalog
 
 # Above this many kernels of one size, training streams batches from Parquet instead of
-# holding the selection in memory (memory bound: the autoencoder's shuffle buffer, 2^19 rows).
+# holding the selection in memory (memory bound: the autoencoder's shuffle buffer, 2^19 rows),
+# and the embeddings are written as parts of PART_ROWS kernels while they are encoded.
 STREAM_ABOVE = 2_000_000
 # The null model is drawn in memory: at most this many iid Gaussian kernels per size (and model).
 # Its job is a classified share and a calibrated quantile, which 2 M draws pin down to ~1e-3;
 # a null of the selection's full count would not fit in memory at 10^8-10^9 kernels.
 NULL_SAMPLE = 2_000_000
+PART_ROWS = 1 << 18   # kernels per embeddings part when a size is streamed
 POOLED = None     # the model key of an autoencoder trained on every model's kernels of a size
 
 
@@ -114,85 +118,89 @@ def embed(
     reused = load_run_models(catalog, from_model, params.device) if from_model else {}
     if parent is not None:
         params = with_changes(params, per_model=parent.embed_params().per_model)
-    # With Ray the workers write embeddings parts into the data root while the run goes on
-    with parts_held(catalog, active=bool(ray)):
-        metrics, tables, parts, blobs, device = _embed_sizes(catalog, run, where, params, from_model, parent,
-                                                             reused, progress, echo, ray)
-        record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
-                           selection=where, metrics=metrics, device=device, seconds=time.perf_counter() - started)
-        commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)} if tables else {}, blobs,
-                   replace=replace, parts=parts)
+    selection = KernelSelection(catalog, where)
+    try:
+        # Ray workers, and sizes streamed from Parquet, write their embeddings as parts into the
+        # data root while the run goes on (memory: one part, never the size)
+        streamed = any(n > STREAM_ABOVE for *_, n in selection.sizes()) and not params.per_model
+        with parts_held(catalog, active=bool(ray) or streamed):
+            metrics, tables, parts, blobs, device = _embed_sizes(selection, run, where, params, from_model, parent,
+                                                                 reused, progress, echo, ray)
+            record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,
+                               selection=where, metrics=metrics, device=device,
+                               seconds=time.perf_counter() - started)
+            commit_run(catalog, record, {"embeddings": pa.concat_tables(tables)} if tables else {}, blobs,
+                       replace=replace, parts=parts)
+    finally:
+        selection.close()
     return metrics
 
 
-def _embed_sizes(catalog, run, where, params, from_model, parent, reused, progress, echo, ray):
-    """Train and encode every size of the selection: (metrics, embeddings tables, parts written by
-    Ray workers, model file writers, device)."""
-    selection = KernelSelection(catalog, where)
-    try:
-        encode = None
-        if ray:
-            from kernel_catalog.analysis._ray import ray_encoder
+def _embed_sizes(selection, run, where, params, from_model, parent, reused, progress, echo, ray):
+    """Train and encode every size of the selection: (metrics, embeddings tables, parts written
+    (by Ray workers, or per streamed batch), model file writers, device)."""
+    catalog = selection.catalog
+    encode = None
+    if ray:
+        from kernel_catalog.analysis._ray import ray_encoder
 
-            encode = ray_encoder(catalog, selection.paths, selection.where, ray, run)
-        sizes = selection.sizes()
-        if not sizes:
-            raise CatalogError(f"the selection --where {where!r} matches no kernels; check it with `catalog sql`")
-        missing = [size_key(kh, kw) for kh, kw, _ in sizes if from_model and size_key(kh, kw) not in reused]
-        if missing:
-            raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
-                               "narrow --where to its kernel sizes or train a new run")
-        if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
-            raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
-        tables, parts, blobs, metrics, device = [], [], {}, {}, None
-        for kh, kw, n in sizes:
-            key = size_key(kh, kw)
-            echo(f"{key}: {n} kernels" + (", one autoencoder per model" if params.per_model else ""))
-            if params.per_model:
-                ids, weights, names = selection.load(kh, kw, with_model=True)
-                groups = [(m, names == m) for m in sorted(set(names))]
+        encode = ray_encoder(catalog, selection.paths, selection.where, ray, run)
+    sizes = selection.sizes()
+    if not sizes:
+        raise CatalogError(f"the selection --where {where!r} matches no kernels; check it with `catalog sql`")
+    missing = [size_key(kh, kw) for kh, kw, _ in sizes if from_model and size_key(kh, kw) not in reused]
+    if missing:
+        raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
+                           "narrow --where to its kernel sizes or train a new run")
+    if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
+        raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
+    tables, parts, blobs, metrics, device = [], [], {}, {}, None
+    for kh, kw, n in sizes:
+        key = size_key(kh, kw)
+        echo(f"{key}: {n} kernels" + (", one autoencoder per model" if params.per_model else ""))
+        if params.per_model:
+            ids, weights, names = selection.load(kh, kw, with_model=True)
+            groups = [(m, names == m) for m in sorted(set(names))]
+        else:
+            if n <= STREAM_ABOVE:
+                ids, weights = selection.load(kh, kw)
+            elif encode is not None:   # Ray: train on a bounded seeded sample, encode every kernel
+                from kernel_catalog.analysis._ray import training_sample
+
+                ids, weights = training_sample(catalog, selection.paths, selection.where, kh, kw,
+                                               STREAM_ABOVE, params.seed)
             else:
-                if n <= STREAM_ABOVE:
-                    ids, weights = selection.load(kh, kw)
-                elif encode is not None:   # Ray: train on a bounded seeded sample, encode every kernel
-                    from kernel_catalog.analysis._ray import training_sample
-
-                    ids, weights = training_sample(catalog, selection.paths, selection.where, kh, kw,
-                                                   STREAM_ABOVE, params.seed)
-                else:
-                    ids, weights = None, None
-                groups = [(POOLED, None)]
-            per_group = {}
-            for name, rows in groups:
-                part = (ids, weights) if rows is None else (ids[rows], weights[rows])
-                model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
-                                                       reused.get(key, {}), blobs, progress,
-                                                       encode if rows is None else None)
-                device = model.device
-                if isinstance(table, list):      # parts Ray workers wrote
-                    parts.extend(table)
-                else:
-                    tables.append(table)
-                null_d = None
-                if params.null_model and not from_model and len(recon_cos):
-                    null_n = min(len(recon_cos), NULL_SAMPLE)
-                    echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
-                         f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
-                                                            f" (a bounded null for {len(recon_cos)} kernels)"))
-                    null_d, _ = _null(null_n, kh, kw, params, progress)
-                per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
-            metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
-            m = metrics[key]
-            echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
-                 + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else ""))
-    finally:
-        selection.close()
+                ids, weights = None, None
+            groups = [(POOLED, None)]
+        per_group = {}
+        for name, rows in groups:
+            part = (ids, weights) if rows is None else (ids[rows], weights[rows])
+            model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
+                                                   reused.get(key, {}), blobs, progress,
+                                                   encode if rows is None else None, run)
+            device = model.device
+            if isinstance(table, list):      # parts Ray workers wrote
+                parts.extend(table)
+            else:
+                tables.append(table)
+            null_d = None
+            if params.null_model and not from_model and len(recon_cos):
+                null_n = min(len(recon_cos), NULL_SAMPLE)
+                echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
+                     f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
+                                                        f" (a bounded null for {len(recon_cos)} kernels)"))
+                null_d, _ = _null(null_n, kh, kw, params, progress)
+            per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
+        metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
+        m = metrics[key]
+        echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
+             + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else ""))
     return metrics, tables, parts, blobs, device
 
 
-def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None):
+def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None, run=None):
     """Train (or reuse) one autoencoder and encode its kernels; returns (model, embeddings table or,
-    encoded by Ray, the parts its workers wrote, usable recon_cos)."""
+    encoded by Ray or streamed, the parts written, usable recon_cos)."""
     ids, weights = part
     key = size_key(kh, kw)
     if name in reused:
@@ -212,9 +220,15 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
     if encode is not None:      # Ray Data over the Parquet (pooled groups)
         table, recon_cos = encode(model, kh, kw, params)
         return model, table, recon_cos
-    chunks = [(ids, weights)] if weights is not None else selection.batches(kh, kw)
-    table, recon_cos = _encode_chunks(model, chunks, kh, kw, params)
-    return model, table, recon_cos
+    if weights is not None:
+        table, recon_cos = _encode_chunks(model, [(ids, weights)], kh, kw, params)
+        return model, table, recon_cos
+    parts, kept = [], []           # streamed: each batch's embeddings written as a part at once
+    for chunk in selection.batches(kh, kw, rows=PART_ROWS):
+        table, recon_cos = _encode_chunks(model, [chunk], kh, kw, params)
+        parts.append(write_part(selection.catalog.data, run, "embeddings", table))
+        kept.append(recon_cos)
+    return model, parts, np.concatenate(kept)
 
 
 def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent: RunRecord | None) -> dict:
