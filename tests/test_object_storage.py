@@ -71,6 +71,18 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
     refused = _cli(s3_env, "--catalog", uri, "ingest", str(cls_onnx))
     assert_one_line_error(refused, "read-only", str(root))
 
+    from sqlalchemy import text
+
+    for catalog in (Catalog(root), Catalog(uri)):    # SQLAlchemy's connections see the data on S3 too
+        engine = catalog.sqlalchemy_engine()
+        try:
+            with engine.connect() as connection:
+                counts = connection.execute(text("SELECT (SELECT count(*) FROM kernels), "
+                                                 "(SELECT count(*) FROM embeddings WHERE run = 'e5')")).fetchone()
+        finally:
+            engine.dispose()
+        assert tuple(counts) == (864, 800)
+
 
 def test_snapshot_refreshed_by_etag(s3_env, tmp_path, cls_onnx):
     bucket, root = s3_env["BUCKET"], tmp_path / "driver"

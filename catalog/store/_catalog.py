@@ -286,18 +286,22 @@ class Catalog:
         return run_query(self, query, params)
 
     def sqlalchemy_engine(self):
-        """A read-only SQLAlchemy engine (duckdb-engine) for pandas.read_sql and ORM users.
+        """A read-only SQLAlchemy engine (duckdb-engine) for pandas.read_sql and ORM users. With
+        data on object storage every connection it opens gets the TEMP views over the URI.
 
         Dispose it when done: a closed SQLAlchemy connection keeps the file lock until then.
         """
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, event
 
         if not self.exists():
             raise CatalogError(f"no catalog at {self.root}")
-        return create_engine(
+        engine = create_engine(
             f"duckdb:///{self.db_path}",
             connect_args={"read_only": True, "config": {"file_search_path": str(self.root)}},
         )
+        if not self.data.is_local:
+            event.listen(engine, "connect", lambda connection, _: self.attach_data(connection))
+        return engine
 
 
 class WriteSession:
