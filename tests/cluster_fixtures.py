@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+HF_UNSET = ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME")
 
 
 def free_port() -> int:
@@ -69,14 +69,34 @@ def s3_env(s3_server, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_local(s3_server):
+def ray_hub(tmp_path_factory):
+    """A local hub server for the Ray module (tests/hub_server.py) and the HF cache folder its
+    workers download into: (server, cache)."""
+    from .hub_server import HubServer
+
+    server = HubServer()
+    server.start()
+    try:
+        yield server, tmp_path_factory.mktemp("ray-hf") / "hf-cache"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server, ray_hub):
     """One local Ray instance for a module's few Ray tests (2 CPUs, no dashboard). Its workers
-    inherit the AWS variables pointing at the module's S3 server (set before ray.init), as a real
-    cluster's workers get theirs from their own environment."""
+    inherit the AWS variables pointing at the module's S3 server and the HF variables pointing at
+    its hub server (set before ray.init), as a real cluster's workers get theirs from their own
+    environment."""
     ray = pytest.importorskip("ray")
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update({"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"})
+    server, cache = ray_hub
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(cache),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "KERNEL_CATALOG_HUB_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in (*env, *HF_UNSET)}
+    for key in HF_UNSET:
+        os.environ.pop(key, None)
+    os.environ.update(env)
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})

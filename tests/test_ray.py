@@ -15,7 +15,7 @@ from kernel_catalog.ingest import ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
 
-from .cluster_fixtures import ray_local, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
+from .cluster_fixtures import ray_hub, ray_local, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -96,8 +96,31 @@ def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
                           IngestOptions(include=("Conv@2",)))
     assert outcomes[0].action == "added"
     assert "missing.onnx" in outcomes[1].message and "\n" not in outcomes[1].message
-    with pytest.raises(CatalogError, match="--evict is not available with --ray"):
-        ingest_ray(catalog, [str(cls_onnx)], "local", evict=True)
+    outcomes = ingest_ray(catalog, [str(cls_onnx)], "local", IngestOptions(name="local-file"), evict=True)
+    assert [o.action for o in outcomes] == ["added"]                    # a local file: nothing to evict
+
+
+def test_ray_workers_download_published_weights_and_evict_them(ray_local, ray_hub, tmp_path):
+    """Each task downloads its source from the hub into its worker's cache; with evict the cache is
+    left as the task found it once the model's Parquet is written; without, the weights stay."""
+    import timm
+
+    from .hub_fixtures import ZOO_PATTERN, _served, cache_listing
+
+    server, cache = ray_hub
+    name = timm.list_models(ZOO_PATTERN, pretrained=True, include_tags=True)[0]
+    served = _served(name, seed=0)
+    server.add(served.repo, {"model.safetensors": served.data, "config.json": b"{}"})
+    catalog = Catalog(tmp_path / "c")
+    before = cache_listing(cache)
+    outcomes = ingest_ray(catalog, [name], "local", evict=True)
+    assert [o.action for o in outcomes] == ["added"], outcomes
+    assert any(path.endswith("/model.safetensors") for path, _ in server.downloads())   # from the hub
+    assert cache_listing(cache) == before                               # evicted on the worker
+    kept = ingest_ray(catalog, [name], "local", IngestOptions(name="kept"))
+    assert [o.action for o in kept] == ["added"] and any(p.endswith("model.safetensors") for p in cache_listing(cache))
+    counts = catalog.sql("SELECT model, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert len(counts) == 2 and counts[0]["n"] == counts[1]["n"] > 0  # the same weights, twice
 
 
 def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp_path, cls_onnx, monkeypatch):

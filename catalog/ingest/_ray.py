@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
-from kernel_catalog.adapters.base import Extraction, IngestOptions
+from kernel_catalog import adapters as registry
+from kernel_catalog.adapters.base import Extraction, IngestOptions, RemoteSource
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest._ingest import (
     IngestFailure, IngestResult, _log, _replace_model_rows, expand_sources, read_source, validate_model_name,
@@ -42,9 +43,19 @@ class StagedModel:
 
 
 def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | None,
-                      local_root: str, uri: str | None) -> StagedModel:
-    """The task body: read one source and write its kernel Parquet into the data root."""
+                      local_root: str, uri: str | None, evict: bool = False) -> StagedModel:
+    """The task body: read one source and write its kernel Parquet into the data root; with
+    `evict`, published weights this task downloaded then leave the worker's cache (the commit
+    needs only the Parquet)."""
     started = time.perf_counter()
+    plan = None
+    if evict:
+        remote = registry.get_adapter(adapter_name) if adapter_name else registry.find_adapter(source, options)
+        if isinstance(remote, RemoteSource):
+            plan = remote.resolve(source, options)
+            if plan is not None:
+                remote.fetch(plan)
+                source, adapter_name = plan.source, remote.name
     adapter, extraction = read_source(source, options, adapter_name)
     model = validate_model_name(options.name or extraction.model)
     digest = checkpoint_digest(extraction.layers)
@@ -52,6 +63,8 @@ def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | N
     path = kernel_file_path(model, digest)
     DataRoot(local_root, uri).write_parquet(path, table, **PARQUET_OPTIONS)
     crash_once("ray-task-written")
+    if plan is not None:
+        adapter.evict(plan)
     result = IngestResult(model, "added", digest, adapter.name, len({r.layer for r in layer_rows}), table.num_rows,
                           sum(r.n_nonfinite for r in layer_rows), sum(r.n_near_zero for r in layer_rows),
                           0.0, read_seconds=time.perf_counter() - started)
@@ -108,10 +121,8 @@ def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: Inge
                adapter: str | None = None, force: bool = False, wait: float | None = None,
                on_result=None, evict: bool = False) -> list[IngestResult | IngestFailure]:
     """Ingest sources as Ray tasks; outcomes in the order of the sources (as ingest_many).
-    Parallelism is the cluster's (--jobs does not apply); each worker downloads into its own cache."""
-    if evict:   # a worker's cache is not the driver's, and files must outlive the task until the commit
-        raise CatalogError("--evict is not available with --ray yet: workers download into their own caches; "
-                           "drop --evict, or run without --ray")
+    Parallelism is the cluster's (--jobs does not apply); each worker downloads into its own cache
+    and with `evict` empties it again of what it downloaded, once the model's Parquet is written."""
     names = expand_sources(sources, options)
     if options.name and len(names) > 1:
         raise CatalogError(f"--name gives one model name, but {len(names)} sources were given")
@@ -122,7 +133,7 @@ def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: Inge
             raise CatalogError(f"--ray {address}: workers on other machines cannot write the local catalog folder; "
                                "create the catalog with `catalog init --data-root s3://...`")
         task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(extract_and_stage)
-        refs = [task.options(**task_options()).remote(s, options, adapter, str(data.local_root), data.uri)
+        refs = [task.options(**task_options()).remote(s, options, adapter, str(data.local_root), data.uri, evict)
                 for s in names]
         index = {ref: i for i, ref in enumerate(refs)}
         outcomes: list[IngestResult | IngestFailure | None] = [None] * len(names)
