@@ -10,7 +10,6 @@ from kernel_catalog.adapters.base import IngestOptions
 from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
-from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
