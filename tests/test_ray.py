@@ -10,6 +10,7 @@ from kernel_catalog.adapters.base import IngestOptions
 from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
@@ -97,6 +98,11 @@ def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):
     assert "missing.onnx" in outcomes[1].message and "\n" not in outcomes[1].message
     outcomes = ingest_ray(catalog, [str(cls_onnx)], "local", IngestOptions(name="local-file"), evict=True)
     assert [o.action for o in outcomes] == ["added"]                    # a local file: nothing to evict
+    for step in (lambda: ingest_ray(catalog, [str(cls_onnx)], "ray://head:10001"),
+                 lambda: embed(catalog, "x", params=PARAMS, progress=False, ray="ray://head:10001"),
+                 lambda: cluster_run(catalog, "y", "x", ClusterParams(k=3), ray="ray://head:10001")):
+        with pytest.raises(CatalogError, match="workers on other machines cannot read or write the local catalog"):
+            step()                                                     # before any work or connection
 
 
 def test_ray_workers_download_published_weights_and_evict_them(ray_local, ray_hub, tmp_path):

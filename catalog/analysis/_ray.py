@@ -24,9 +24,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
-from kernel_catalog.store.ray_runtime import connect, is_remote
+from kernel_catalog.store.ray_runtime import connect, require_shared_data
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
@@ -111,11 +110,9 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, ru
     from kernel_catalog.analysis.runs import StagedPart
     from kernel_catalog.store.ray_runtime import task_options
 
-    ray = connect(address)
     data = catalog.data
-    if data.is_local and is_remote(address):
-        raise CatalogError(f"--ray {address}: workers on other machines cannot read the local catalog folder; "
-                           "create the catalog with `catalog init --data-root s3://...`")
+    require_shared_data(data, address)
+    ray = connect(address)
     files = [data.full(p) for p in paths]
 
     def encode(model, kh: int, kw: int, params) -> tuple[list[StagedPart], np.ndarray]:

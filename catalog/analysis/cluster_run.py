@@ -92,6 +92,10 @@ def cluster_run(
     started = time.perf_counter()
     params = with_changes(params, threads=params.threads or available_cores())   # recorded as used
     check_new_run(catalog, run, replace)
+    if ray:      # its tasks write the labels parts into the data root
+        from kernel_catalog.store.ray_runtime import require_shared_data
+
+        require_shared_data(catalog.data, ray)
     parent = require_run(catalog, from_run, "embed")
     if params.k != "auto" and (not isinstance(params.k, int) or params.k < 1):
         raise CatalogError(f"--k {params.k}: give a positive integer or 'auto'")

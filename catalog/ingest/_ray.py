@@ -25,7 +25,7 @@ from kernel_catalog.store import Catalog
 from kernel_catalog.store.datafs import DataRoot, kernel_file_path
 from kernel_catalog.store.faults import crash_once
 from kernel_catalog.store.kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
-from kernel_catalog.store.ray_runtime import connect, is_remote, task_options
+from kernel_catalog.store.ray_runtime import connect, require_shared_data, task_options
 
 MAX_RETRIES = 3
 
@@ -126,12 +126,10 @@ def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: Inge
     names = expand_sources(sources, options)
     if options.name and len(names) > 1:
         raise CatalogError(f"--name gives one model name, but {len(names)} sources were given")
+    require_shared_data(catalog.data, address)
     ray = connect(address)
     with catalog.hold(wait=wait):
         data = catalog.data
-        if data.is_local and is_remote(address):
-            raise CatalogError(f"--ray {address}: workers on other machines cannot write the local catalog folder; "
-                               "create the catalog with `catalog init --data-root s3://...`")
         task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(extract_and_stage)
         refs = [task.options(**task_options()).remote(s, options, adapter, str(data.local_root), data.uri, evict)
                 for s in names]

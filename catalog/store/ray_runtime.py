@@ -32,6 +32,13 @@ def is_remote(address: str) -> bool:
     return address != "local"
 
 
+def require_shared_data(data, address: str) -> None:
+    """Workers on other machines cannot reach a catalog folder on the driver: one line saying so."""
+    if data.is_local and is_remote(address):
+        raise CatalogError(f"--ray {address}: workers on other machines cannot read or write the local catalog "
+                           "folder; create the catalog with `catalog init --data-root s3://...`")
+
+
 def task_options() -> dict:
     """Options for tasks: fault-injection variables reach the workers (tests only; else nothing)."""
     env = {k: os.environ[k] for k in (CRASH_ENV, ONCE_ENV) if os.environ.get(k)}
