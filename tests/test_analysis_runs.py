@@ -187,7 +187,8 @@ def test_streaming_gives_the_same_embeddings(planted, monkeypatch):
                        "WHERE a.run = 'ae' AND b.run = 'ae-streamed' AND a.z IS NOT DISTINCT FROM b.z").to_pylist()
     assert same == [{"n": N}]
     parts = catalog.sql("SELECT path, n_rows FROM result_files WHERE run = 'ae-streamed' AND kind = 'embeddings'")
-    assert sorted(parts.column("n_rows").to_pylist()) == sorted([500, 500, N - 1000])
+    rows = parts.column("n_rows").to_pylist()
+    assert len(rows) >= 3 and max(rows) <= 500 and sum(rows) == N
     on_disk = sorted(p.relative_to(catalog.root).as_posix()
                      for p in (catalog.root / "results" / "run=ae-streamed").glob("embeddings-*"))
     assert on_disk == sorted(parts.column("path").to_pylist())
