@@ -30,6 +30,7 @@ from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
 MAX_RETRIES = 3
+MAX_IN_FLIGHT = 64      # blocks the driver has handed to tasks and not yet collected
 PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
                          ("recon_cos", pa.list_(pa.float32()))])
 
@@ -140,13 +141,14 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, ru
 def ray_map_blocks(address: str, fn, blocks, shared: dict) -> list:
     """fn(block, **shared) for every block as Ray tasks (half a CPU each, retried if a worker
     dies), results in block order. The driver streams the blocks: at most twice the cluster's
-    CPUs are in flight, so its memory holds a few blocks, never the size (cluster_blocks)."""
+    CPUs, and at most MAX_IN_FLIGHT, are in flight (~100 MB each at 2^18 7x7 kernels), so the
+    object store holds a few GB at most, never the size (cluster_blocks)."""
     from kernel_catalog.store.ray_runtime import task_options
 
     ray = connect(address)
     task = ray.remote(num_cpus=0.5, max_retries=MAX_RETRIES)(fn)
     refs = {name: ray.put(value) for name, value in shared.items()}
-    limit = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+    limit = min(MAX_IN_FLIGHT, max(2, int(2 * ray.cluster_resources().get("CPU", 1))))
     results, pending = {}, {}
     for i, block in enumerate(blocks):
         if len(pending) >= limit:
