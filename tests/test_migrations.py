@@ -91,7 +91,7 @@ def test_labels_written_before_the_structured_names_read_null(tmp_path):
     names = ["run"] + LABEL_SCHEMA.names
     got = dict(zip(names, row))
     assert got["run"] == "old" and got["label"] == "dog-on" and got["kernel_family"] is None
-    assert got["kernel_orientation"] is None and got["kernel_scale"] is None
+    assert got["kernel_orientation"] is None and got["kernel_scale"] is None and got["kernel_margin"] is None
 
 
 def test_clusters_gain_structured_name_columns(tmp_path):

@@ -163,6 +163,8 @@ def test_validation_per_size_and_snr():
             assert r["cluster_orientation_22"] >= 0.9, (size, snr, r)
         if size in ("5x5", "7x7", "9x9", "11x11"):
             assert r["orientation_22"] >= 0.9 and r["polarity_acc"] >= 0.9, (size, snr, r)
+        if size in ("5x5", "7x7") and features == "kernel":      # the clear calls (kernel_margin >= 0.05)
+            assert r["clear_share"] >= 0.6 and r["clear_family_acc"] >= 0.98, (size, snr, r)
 
 
 def test_the_bayes_ceiling_bounds_the_analysis():

@@ -129,7 +129,7 @@ def size_features(size: SizeData, space: str, models: dict) -> np.ndarray:
 def label_rows(size: SizeData, labels: np.ndarray, names: ClusterNames, bank: tpl.TemplateBank,
                name_threshold: float) -> pa.Table:
     """The `labels` rows of a size (or block): each usable kernel's cluster and cluster name, and
-    its own best match (`kernel_*`); unusable kernels get NULLs."""
+    its own best match (`kernel_*`, with the margin it wins by); unusable kernels get NULLs."""
     own = match(size.x[size.usable], bank)
     n, u = len(size.ids), size.usable
 
@@ -151,7 +151,7 @@ def label_rows(size: SizeData, labels: np.ndarray, names: ClusterNames, bank: tp
         pa.array(full(kernel_label, object), pa.string()), pa.array(full(own.score, np.float32, np.nan), mask=~u),
         pa.array(size.recon_cos, mask=~u), pa.array(classified),
         pa.array(full(own.family, object), pa.string()), pa.array(full(own.polarity, object), pa.string()),
-        masked(own.orientation), masked(own.scale),
+        masked(own.orientation), masked(own.scale), masked(own.margin),
     ], schema=LABEL_SCHEMA)
 
 

@@ -12,6 +12,9 @@ then scores against the truth:
   orientation_22       share of those within 22.5 degrees
   cluster_*            the same four, with every kernel named by its cluster's name (what the
                        `label` column of `labels` says of it; the per-kernel ones are `kernel_label`)
+  clear_share          share of kernels whose own family wins by at least the ambiguity margin
+                       (`kernel_margin` >= naming.AMBIGUOUS_MARGIN, 0.05; or one family only)
+  clear_family_acc     family accuracy among those: what a researcher gets who keeps the clear calls
 Targets (issue 9) at SNR 2-3 for 5x5 and 7x7: ARI >= 0.95, family and polarity >= 95 %,
 orientation within 22.5 deg >= 90 %. `bench/bench_validation.py` prints the whole sweep.
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernel_catalog.analysis.clustering import cluster
-from kernel_catalog.analysis.naming import match
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match
 from kernel_catalog.analysis.planted import PlantedBank, planted_bank
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.templates import PERIOD, make_templates
@@ -77,7 +80,10 @@ def validate(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
     own = match(x, templates)
     named = match(result.mean_kernels, templates)      # each cluster's name, given to its kernels
     by_cluster = score_names(bank, *(a[result.labels] for a in (named.family, named.polarity, named.orientation)))
+    clear = np.nan_to_num(own.margin, nan=np.inf) >= AMBIGUOUS_MARGIN
     return {"kernels": len(x), "classes": k,
+            "clear_share": float(clear.mean()),
+            "clear_family_acc": float((own.family == bank.family)[clear].mean()) if clear.any() else float("nan"),
             "ari": float(adjusted_rand_score(bank.cls, result.labels)),
             **score_names(bank, own.family, own.polarity, own.orientation),
             **{f"cluster_{name}": value for name, value in by_cluster.items()}}

@@ -31,6 +31,8 @@ LABEL_SCHEMA = pa.schema([
     ("kernel_polarity", pa.string()),     # pos / neg; NULL for deriv1, saddle, user templates
     ("kernel_orientation", pa.float32()), # degrees CCW from +x, y up; NULL for isotropic shapes
     ("kernel_scale", pa.float32()),       # sigma (px), box half-size or arm length; NULL otherwise
+    # How clearly the kernel's own family wins (migration 0008; files written before read NULL):
+    ("kernel_margin", pa.float32()),      # its adjusted cosine minus the next family's; NULL: one family
 ])
 
 # One row per (run, size, cluster) in cluster_records (DuckDB), inserted by name.

@@ -1,0 +1,4 @@
+-- Per-kernel ambiguity (issue 9, "said, not hidden"): labels.kernel_margin, how clearly a kernel's
+-- own best family wins over the next one (the same measure as clusters.margin; below
+-- naming.AMBIGUOUS_MARGIN, 0.05, its own name is a close call). It lives in the labels Parquet
+-- files, so no table changes: this version rebuilds the views, and files written before read NULL.
