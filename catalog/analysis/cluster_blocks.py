@@ -125,7 +125,7 @@ def cluster_in_blocks(catalog: Catalog, run: str, parent: RunRecord, kh: int, kw
                       params: ClusterParams, bank: TemplateBank, ray: str | None = None,
                       block_rows: int | None = None) -> BlockedSize:
     """Cluster, name and label one size of `parent` in blocks (see the module docstring). Call it
-    while holding the catalog (`runs.parts_held`): the labels parts are written as it goes."""
+    while holding the catalog (`Catalog.hold`): the labels parts are written as it goes."""
     sample = fit_sample(catalog, parent, kh, kw, clustering.FIT_SAMPLE, params.seed)
     features = size_features(sample, params.space, models)
     k, silhouettes = k_for(features, params.k, range(params.k_min, params.k_max + 1), params.seed, params.threads)

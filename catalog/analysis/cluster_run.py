@@ -15,6 +15,7 @@ partition is across seeds (`seed_ari`, see `seed_stability`).
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace as with_changes
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from kernel_catalog.analysis.embed import load_run_models
 from kernel_catalog.analysis.naming import name_clusters
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.params import ClusterParams, available_cores
-from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, parts_held, require_run, write_part
+from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, write_part
 from kernel_catalog.store import Catalog
 
 SEED_SAMPLE = 5000                      # seed_ari: at most this many kernels per size (fixed-seed sample)
@@ -107,7 +108,7 @@ def cluster_run(
         raise CatalogError(f"run '{from_run}' has no usable kernels to cluster")
     blocked = {key for key, kh, kw in sizes if ray or usable[(kh, kw)] > cluster_blocks.IN_MEMORY}
     label_tables, parts, cluster_tables, metrics = [], [], [], {}
-    with parts_held(catalog, active=bool(blocked)):      # labels parts are written as blocks go
+    with catalog.hold() if blocked else nullcontext():   # labels parts are written as blocks go
         for key, kh, kw in sizes:
             bank = template_bank(params.templates, kh, kw)
             if key in blocked:
@@ -153,7 +154,7 @@ def identify(catalog: Catalog, run: str, templates: str = "builtin",
     clusters = catalog.sql("SELECT * FROM cluster_records WHERE run = ? ORDER BY kh, kw, cluster", [run]).to_pylist()
     parent = require_run(catalog, record.parent, "embed")
     parts, cluster_tables, metrics = [], [], dict(record.metrics)
-    with parts_held(catalog):
+    with catalog.hold():                                  # labels parts are written as blocks go
         for kh, kw in sorted({(c["kh"], c["kw"]) for c in clusters}):
             rows = [c for c in clusters if (c["kh"], c["kw"]) == (kh, kw)]
             means = np.array([c["mean_kernel"] for c in rows], np.float32)

@@ -13,6 +13,7 @@ autoencoder files + a runs row.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace as with_changes
 
 import numpy as np
@@ -25,7 +26,7 @@ from kernel_catalog.analysis.params import EmbedParams, available_cores, calibra
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 from kernel_catalog.analysis.runs import (
-    RunRecord, check_new_run, commit_run, parts_held, require_run, result_paths, write_part,
+    RunRecord, check_new_run, commit_run, require_run, result_paths, write_part,
 )
 from kernel_catalog.analysis.selection import KernelSelection
 from kernel_catalog.store import Catalog
@@ -123,7 +124,7 @@ def embed(
         # Ray workers, and sizes streamed from Parquet, write their embeddings as parts into the
         # data root while the run goes on (memory: one part, never the size)
         streamed = any(n > STREAM_ABOVE for *_, n in selection.sizes()) and not params.per_model
-        with parts_held(catalog, active=bool(ray) or streamed):
+        with catalog.hold() if ray or streamed else nullcontext():
             metrics, tables, parts, blobs, device = _embed_sizes(selection, run, where, params, from_model, parent,
                                                                  reused, progress, echo, ray)
             record = RunRecord(run, "embed", {**asdict(params), "hidden": list(params.hidden)}, parent=from_model,

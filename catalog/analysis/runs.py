@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -137,25 +135,6 @@ def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
     with staged_file(final) as temporary:
         write(temporary)
     return path
-
-
-@contextmanager
-def parts_held(catalog: Catalog, active: bool = True) -> Iterator[None]:
-    """While a run writes result parts before its commit (Ray workers, blocks): hold the writer
-    lock, so no other writer removes them as orphans; afterwards remove the parts of dead
-    (retried) attempts, or of a run that failed before its commit."""
-    if not active:
-        yield
-        return
-    with catalog.hold():
-        try:
-            yield
-        finally:
-            try:
-                with catalog.writer() as session:
-                    session.remove_orphans()
-            except CatalogError:     # storage unreachable: the next writer removes them
-                pass
 
 
 def commit_run(

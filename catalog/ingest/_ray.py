@@ -25,9 +25,8 @@ from kernel_catalog.store import Catalog
 from kernel_catalog.store.datafs import DataRoot, kernel_file_path
 from kernel_catalog.store.faults import crash_once
 from kernel_catalog.store.kernel_table import PARQUET_OPTIONS, build_kernel_table, checkpoint_digest
-from kernel_catalog.store.ray_runtime import connect, require_shared_data, task_options
+from kernel_catalog.store.ray_runtime import MAX_RETRIES, connect, require_shared_data, task_options
 
-MAX_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -164,6 +163,4 @@ def ingest_ray(catalog: Catalog, sources: list[str], address: str, options: Inge
             for ref in done:
                 if on_result:
                     on_result(outcomes[index[ref]])
-        with catalog.writer(wait=wait) as session:
-            session.remove_orphans()                  # files of attempts that died and were retried
-    return outcomes
+    return outcomes        # (leaving hold() removed the files of attempts that died and were retried)

@@ -156,8 +156,11 @@ class Catalog:
 
     @contextmanager
     def hold(self, wait: float | None = None) -> Iterator[None]:
-        """Keep the writer lock across several writes (a Ray ingest: workers write files meanwhile,
-        so no other writer may remove them as orphans); writer() inside reuses it."""
+        """Keep the writer lock across several writes while files are written before their commit
+        (Ray tasks, blocks, streamed parts), so no other writer removes them as orphans; writer()
+        inside reuses it. On leaving, files no commit recorded (a retried task's dead attempt, a
+        run that failed before its commit) are removed; storage out of reach leaves that to the
+        next writer."""
         if self.uri:
             self.refuse_write()
         if self._held:
@@ -175,6 +178,11 @@ class Catalog:
                     session.remove_orphans()   # (and the schema upgrade) before any worker writes
                 yield
             finally:
+                try:
+                    with self.writer(wait=wait) as session:
+                        session.remove_orphans()
+                except CatalogError:
+                    pass
                 self._held = 0
 
     def _connect(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
