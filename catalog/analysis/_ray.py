@@ -25,11 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from kernel_catalog.store import Catalog
-from kernel_catalog.store.ray_runtime import connect, require_shared_data
+from kernel_catalog.store.ray_runtime import MAX_RETRIES, connect, require_shared_data
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
-MAX_RETRIES = 3
 MAX_IN_FLIGHT = 64      # blocks the driver has handed to tasks and not yet collected
 PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
                          ("recon_cos", pa.list_(pa.float32()))])

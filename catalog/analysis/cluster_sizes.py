@@ -18,7 +18,7 @@ from kernel_catalog.analysis import autoencoder as ae
 from kernel_catalog.analysis import templates as tpl
 from kernel_catalog.analysis.clustering import feature_space, sample_mask
 from kernel_catalog.analysis.embed import size_key
-from kernel_catalog.analysis.naming import ClusterNames, match
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, ClusterNames, match
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.runs import RunRecord
 from kernel_catalog.store import Catalog
@@ -176,8 +176,6 @@ def cluster_rows(kh: int, kw: int, names: ClusterNames, means: np.ndarray, count
 
 def naming_metrics(names: ClusterNames, counts: np.ndarray, usable: int, bank: tpl.TemplateBank) -> dict:
     """A size's naming metrics: share of usable kernels in named clusters, ambiguous clusters."""
-    from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
-
     named = float(sum(c for c, name in zip(counts, names.names) if name != tpl.UNMATCHED) / max(int(usable), 1))
     return {"named_share": named, "templates": len(bank), "ambiguous_margin": AMBIGUOUS_MARGIN,
             "ambiguous_clusters": int(sum("|" in name for name in names.names))}

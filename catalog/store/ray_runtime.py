@@ -9,6 +9,9 @@ from kernel_catalog.store.datafs import INSTALL_HINT
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
 
 
+MAX_RETRIES = 3     # a task whose worker dies is run again this many times (same inputs, same result)
+
+
 def connect(address: str):
     """The `ray` module, initialised for `address` (an instance this process already joined is reused)."""
     try:
