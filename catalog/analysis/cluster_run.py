@@ -28,7 +28,7 @@ from kernel_catalog.analysis.cluster_sizes import (
     cluster_rows, label_rows, labelled_blocks, load_size, naming_metrics, size_counts, size_features,
 )
 from kernel_catalog.analysis.clustering import cluster, k_for
-from kernel_catalog.analysis.embed import load_run_models
+from kernel_catalog.analysis.embed import load_run_models, size_key
 from kernel_catalog.analysis.naming import name_clusters
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.params import ClusterParams, available_cores
@@ -165,7 +165,7 @@ def identify(catalog: Catalog, run: str, templates: str = "builtin",
                 parts.append(write_part(catalog.data, run, "labels", label_rows(block, labels, found, bank, name_threshold)))
             cluster_table = cluster_rows(kh, kw, found, means, counts, [c["medoid_kernel_id"] for c in rows])
             cluster_tables.append(cluster_table)
-            key = f"{kh}x{kw}"
+            key = size_key(kh, kw)
             metrics[key] = {**metrics.get(key, {}), **naming_metrics(found, counts, int(counts.sum()), bank)}
             echo(f"{key}: " + ", ".join(f"{n} ({s:.2f})" for n, s in zip(found.names, cluster_table.column("score").to_pylist())))
         updated = RunRecord(run, "cluster", asdict(params), parent=record.parent, selection=record.selection,
