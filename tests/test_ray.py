@@ -11,7 +11,7 @@ from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
-from kernel_catalog.ingest import ingest_ray, ingest_many
+from kernel_catalog.ingest import IngestFailure, ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
 
@@ -126,6 +126,33 @@ def test_ray_workers_download_published_weights_and_evict_them(ray_local, ray_hu
     assert [o.action for o in kept] == ["added"] and any(p.endswith("model.safetensors") for p in cache_listing(cache))
     counts = catalog.sql("SELECT model, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL").to_pylist()
     assert len(counts) == 2 and counts[0]["n"] == counts[1]["n"] > 0  # the same weights, twice
+
+
+def test_ray_workers_get_only_the_variables_the_driver_forwards(ray_local, ray_hub, tmp_path, monkeypatch):
+    """HF_TOKEN set on the driver after Ray started: a worker does not see it (a gated repo is
+    refused, the catalog unchanged) until KERNEL_CATALOG_RAY_ENV names it; a malformed list is one
+    line before any task."""
+    import torch
+    from safetensors.torch import save as save_bytes
+
+    from kernel_catalog.store.ray_runtime import FORWARD_ENV
+
+    server, _ = ray_hub
+    server.add("acme/gated-ray", {"model.safetensors": save_bytes({"dw.weight": torch.randn(4, 1, 5, 5)})},
+               gated_token="hf_ray_secret")
+    catalog = Catalog(tmp_path / "c")
+    monkeypatch.setenv("HF_TOKEN", "hf_ray_secret")                   # the driver's, not the workers'
+    monkeypatch.delenv(FORWARD_ENV, raising=False)
+    refused = ingest_ray(catalog, ["hf:acme/gated-ray"], "local")
+    assert isinstance(refused[0], IngestFailure) and "HF_TOKEN" in refused[0].message, refused
+    assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 0}]
+    monkeypatch.setenv(FORWARD_ENV, "HF_TOKEN, NOT_SET_ANYWHERE")       # unset names are skipped
+    added = ingest_ray(catalog, ["hf:acme/gated-ray"], "local")
+    assert [o.action for o in added] == ["added"], added
+    assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 4}]
+    monkeypatch.setenv(FORWARD_ENV, "HF_TOKEN,not a name")
+    with pytest.raises(CatalogError, match="'not a name' is not an environment variable name"):
+        ingest_ray(catalog, ["hf:acme/gated-ray"], "local", IngestOptions(name="again"))
 
 
 def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp_path, cls_onnx, monkeypatch):

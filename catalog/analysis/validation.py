@@ -31,7 +31,7 @@ import numpy as np
 
 from kernel_catalog.analysis.clustering import cluster
 from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match
-from kernel_catalog.analysis.planted import PlantedBank, planted_bank
+from kernel_catalog.analysis.planted import PlantedBank, PlantedClass, planted_bank
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.templates import PERIOD, make_templates
 
@@ -58,13 +58,15 @@ def score_names(bank: PlantedBank, family: np.ndarray, polarity: np.ndarray,
 
 
 def validate(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
-             features: str = "kernel", threads: int | None = None) -> dict[str, float]:
+             features: str = "kernel", threads: int | None = None,
+             classes: tuple[PlantedClass, ...] | None = None) -> dict[str, float]:
     """Cluster and name one planted bank; `features`: 'kernel' (the preprocessed kernels, what
     `catalog analyze` clusters by default) or 'reconstruction' (through an autoencoder with the
-    default settings, the paper preset's clustering space)."""
+    default settings, the paper preset's clustering space); `classes`: another set of planted
+    classes than every family (`planted_classes`)."""
     from sklearn.metrics import adjusted_rand_score
 
-    bank = planted_bank(n_per_class, kh, kw, snr=snr, seed=seed)
+    bank = planted_bank(n_per_class, kh, kw, snr=snr, seed=seed, classes=classes)
     x, usable = preprocess(bank.kernels)
     assert usable.all()
     if features == "reconstruction":
@@ -102,7 +104,7 @@ def _direction_log_density(d: int, sigma2: float):
 
 
 def ceiling(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
-            references: int = 3000) -> dict[str, float]:
+            references: int = 3000, classes: tuple[PlantedClass, ...] | None = None) -> dict[str, float]:
     """What a Bayes classifier that knows the generator reaches on the bank `validate` draws:
     ARI of its most likely class per kernel, and family accuracy of its most likely family.
     Each class's likelihood is the mean over `references` clean draws of the class (its
@@ -112,7 +114,7 @@ def ceiling(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
     from scipy.special import logsumexp
     from sklearn.metrics import adjusted_rand_score
 
-    bank = planted_bank(n_per_class, kh, kw, snr=snr, seed=seed)
+    bank = planted_bank(n_per_class, kh, kw, snr=snr, seed=seed, classes=classes)
     x, _ = preprocess(bank.kernels)
     k = kh * kw
     logf = _direction_log_density(k - 1, 1.0 / (k * snr))
