@@ -123,12 +123,34 @@ def test_reports_in_every_grouping_and_format(planted):
     assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in names) - 1) < 0.01
     env = {"KERNEL_CATALOG": str(catalog.root)}
     as_json = json.loads(run_cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", env=env, check=True).stdout)
-    assert as_json[0]["size"] == "7x7"
+    clear = catalog.sql("SELECT avg((coalesce(kernel_margin, 1) >= 0.05)::INT) AS c FROM labels "
+                        "WHERE run = 'ae-k8' AND cluster IS NOT NULL").to_pylist()[0]["c"]
+    assert as_json[0]["size"] == "7x7" and as_json[0]["clear_pct"] == round(100 * clear, 1) and 0.5 < clear <= 1
     as_csv = run_cli("report", "ae-k8", "--by", "cluster", "--format", "csv", env=env, check=True).stdout
     assert as_csv.splitlines()[0] == ("size,cluster,label,family,polarity,orientation,scale,template,score,margin,"
-                                      "n_kernels,share") and len(as_csv.splitlines()) == K + 1
+                                      "n_kernels,share,clear_share") and len(as_csv.splitlines()) == K + 1
+    per_cluster = report(catalog, "ae-k8", "cluster").to_pylist()
+    assert abs(sum(r["clear_share"] * r["n_kernels"] for r in per_cluster) / (N - 3) - clear) < 0.01
+    assert report(catalog, "ae", "kernel_size").to_pylist()[0]["clear_pct"] is None      # an embed run names nothing
     table = run_cli("report", "ae-k8", "--by", "depth", env=env, check=True).stdout
     assert "depth_from" in table and "dog-pos" in table
+
+
+def test_report_says_no_clear_share_for_labels_written_before_kernel_margin(planted):
+    """Label files from before migration 0008 have no kernel_margin: the view reads NULL, and the
+    report says NULL rather than counting every kernel as a clear call."""
+    import pyarrow.parquet as pq
+
+    catalog, _, _ = planted
+    cluster_run(catalog, "pre-margin", "ae", ClusterParams(k=4))
+    paths = [r["path"] for r in catalog.sql("SELECT path FROM result_files WHERE run = 'pre-margin' AND kind = 'labels'")
+             .to_pylist()]
+    for path in paths:                                  # as an older version wrote them
+        full = catalog.data.full(path)
+        pq.write_table(pq.read_table(full).drop_columns(["kernel_margin"]), full)
+    assert report(catalog, "pre-margin", "kernel_size").to_pylist()[0]["clear_pct"] is None
+    assert {r["clear_share"] for r in report(catalog, "pre-margin", "cluster").to_pylist()} == {None}
+    delete_run(catalog, "pre-margin")
 
 
 def test_run_names_replace_and_delete(planted):

@@ -5,8 +5,11 @@
   the run uses and, beside it, at the paper's fixed threshold and at the calibrated one (the null
   classified at most alpha);
 - by layer / depth (Figure 8): the share of each named cluster per layer or depth bin;
-- by kernel_size: classified % vs null and cluster shares per size;
-- by cluster: each cluster's name, best template, match score and share.
+- by kernel_size: classified % vs null per size; for a cluster run its seed ARI and `clear_pct`,
+  the share of kernels whose own name wins clearly (`labels.kernel_margin` >= the ambiguity
+  margin, or one family only; NULL for runs written before kernel_margin existed);
+- by cluster: each cluster's name, best template, match score and share, and `clear_share` of its
+  kernels.
 An embed run reports classification only; a cluster run adds the cluster shares.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from kernel_catalog.errors import CatalogError
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
 from kernel_catalog.analysis.params import MIN_VERDICT_KERNELS
 from kernel_catalog.analysis.runs import RunRecord, require_run
 from kernel_catalog.store import Catalog
@@ -87,6 +91,15 @@ def seed_stability_lines(record: RunRecord) -> list[str]:
             for key, m in sorted(record.metrics.items()) if "seed_ari" in m]
 
 
+# A clear call: the kernel's own family wins by AMBIGUOUS_MARGIN (NULL margin: one family only).
+# A run whose label files predate kernel_margin has no margin at all: NULL, not 100 %.
+_CLEAR_SQL = f"""
+    SELECT l.kh, l.kw, l.cluster,
+           count(*) FILTER (WHERE coalesce(l.kernel_margin, 1) >= {AMBIGUOUS_MARGIN}) AS clear,
+           count(*) AS n, count(l.kernel_margin) AS with_margin
+    FROM labels l WHERE l.run = $cluster_run AND l.cluster IS NOT NULL GROUP BY ALL"""
+
+
 def _shares_sql(keys: list[str], key_select: str) -> str:
     """Long form: one row per (group, label) with its share; pivoted to columns afterwards."""
     group = ", ".join(keys)
@@ -121,14 +134,18 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
     queries = {
         "model": _classification_sql("k.model"),
         "kernel_size": _classification_sql("e.kh || 'x' || e.kw AS size",
-                                           ", round(any_value(s.threshold), 4) AS threshold, round(any_value(c.seed_ari), 3) AS seed_ari")
-        .replace("WHERE e.run", "LEFT JOIN seed_metrics c ON c.size = e.kh || 'x' || e.kw WHERE e.run"),
+                                           ", round(any_value(s.threshold), 4) AS threshold, round(any_value(c.seed_ari), 3) AS seed_ari, "
+                                           "any_value(q.clear_pct) AS clear_pct")
+        .replace("WHERE e.run", "LEFT JOIN seed_metrics c ON c.size = e.kh || 'x' || e.kw "
+                                "LEFT JOIN clear_by_size q ON q.kh = e.kh AND q.kw = e.kw WHERE e.run"),
         "layer": _shares_sql(["model", "layer_index"], "k.model, k.layer_index"),
         "depth": _shares_sql(["depth_from"], f"round({depth_bin}, 2) AS depth_from"),
         "cluster": """SELECT kh || 'x' || kw AS size, cluster, label, family, polarity,
                              round(orientation, 1) AS orientation, round(scale, 2) AS scale, template,
-                             round(score, 3) AS score, round(margin, 3) AS margin, n_kernels, round(share, 3) AS share
-                      FROM clusters WHERE run = $cluster_run ORDER BY kh, kw, n_kernels DESC""",
+                             round(score, 3) AS score, round(margin, 3) AS margin, n_kernels, round(share, 3) AS share,
+                             CASE WHEN q.with_margin > 0 THEN round(q.clear / q.n, 3) END AS clear_share
+                      FROM clusters c LEFT JOIN clear_counts q USING (kh, kw, cluster)
+                      WHERE c.run = $cluster_run ORDER BY kh, kw, n_kernels DESC""",
     }
     params = {"embed_run": embed_run, "cluster_run": cluster_run, "classified_only": classified_only}
     sql = queries[by]
@@ -138,6 +155,11 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
         seeds = record.metrics if record.kind == "cluster" else {}
         con.register("seed_metrics", pa.table({"size": list(seeds), "seed_ari": pa.array(
             [m.get("seed_ari") for m in seeds.values()], pa.float64())}))
+        if "clear_" in sql:     # the clear calls of a cluster run, per cluster and per size
+            con.register("clear_counts", con.sql(_CLEAR_SQL, params={"cluster_run": cluster_run}).to_arrow_table())
+            con.register("clear_by_size", con.sql(
+                "SELECT kh, kw, CASE WHEN sum(with_margin) > 0 THEN round(100 * sum(clear) / sum(n), 1) END AS clear_pct "
+                "FROM clear_counts GROUP BY ALL").to_arrow_table())
         table = con.sql(sql, params=used).to_arrow_table()
         if by in ("layer", "depth"):
             table = _pivot(con, table, ["model", "layer_index"] if by == "layer" else ["depth_from"])
