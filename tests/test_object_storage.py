@@ -57,6 +57,7 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
                   "--format", "csv", check=True).stdout
     assert joined.split()[-1] == "0"     # labels.run c5 vs embeddings.run e5 never both in one row
     for args in (["models"], ["layers", "ch_ppocr_mobile_v2.0_cls_infer"], ["report", "c5"],
+                 ["report", "c5", "--by", "kernel_size"],
                  ["export", "--where", "kh = 5", "-o", str(tmp_path / "k5.npz")],
                  ["figure", "clusters", "--run", "c5", "-o", str(tmp_path / "c.svg")],
                  ["gallery", "--run", "c5", "-o", str(tmp_path / "site")],
