@@ -386,7 +386,8 @@ def analyze(ctx, preset, run, where, device, epochs, seed, threads, per_model, r
 @cli.command()
 @click.argument("run")
 @click.option("--by", type=click.Choice(GROUPINGS), default=GROUPINGS[0],
-              show_default=True, help="model: Table 1 (classified % vs null); layer/depth: Figure 8 as a table.")
+              show_default=True, help="model: Table 1 (classified % vs null); layer/depth: Figure 8 as a table; "
+              "kernel_size: per size, with seed ARI and the share of clear calls; cluster: names, score, margin.")
 @click.option("--classified-only", is_flag=True, help="Cluster shares among classified kernels only.")
 @output_options
 @click.pass_context
