@@ -15,6 +15,7 @@ from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.report.gallery import write_gallery
+from kernel_catalog.report.report import report
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
 
@@ -90,6 +91,8 @@ def test_site_layout_and_relative_links(site):
     cluster = (root / "clusters" / "5x5-c0.html").read_text()
     assert all(word in cluster for word in ("template", "score", "share", "medoid", "random sample, seed 0"))
     assert "margin" in cluster and ">margin</th>" in index and "a|b" in index      # ambiguity is said
+    shares = {(r["size"], r["cluster"]): r["clear_share"] for r in report(catalog, "r", "cluster").to_pylist()}
+    assert f"clear calls (its kernels whose own name wins by 0.05)</td><td>{100 * shares['5x5', 0]:.1f} %" in cluster
 
 
 def test_every_page_renders_in_headless_chromium(site, tmp_path):

@@ -143,7 +143,8 @@ def _preprocess_method(catalog: Catalog, record) -> str:
 
 def cluster_prototypes(catalog: Catalog, run: str) -> list[dict]:
     """One dict per cluster of a cluster run, by size then share: the clusters view's columns,
-    `mean` (kh, kw) and `medoid` (kh, kw, preprocessed like the run's kernels, or None)."""
+    `clear_share` (as `catalog report --by cluster`), `mean` (kh, kw) and `medoid` (kh, kw,
+    preprocessed like the run's kernels, or None)."""
     record = require_run(catalog, run, "cluster")
     rows = run_query(catalog, """
         SELECT c.kh, c.kw, c.cluster, c.label, c.template, c.score, c.margin, c.n_kernels, c.share, c.mean_kernel,
@@ -154,8 +155,10 @@ def cluster_prototypes(catalog: Catalog, run: str) -> list[dict]:
     if not rows:
         raise CatalogError(f"run '{run}' has no clusters")
     method = _preprocess_method(catalog, record)
+    clear = {(r["size"], r["cluster"]): r["clear_share"] for r in report(catalog, run, "cluster").to_pylist()}
     for row in rows:
         kh, kw = row["kh"], row["kw"]
+        row["clear_share"] = clear.get((f"{kh}x{kw}", row["cluster"]))
         row["mean"] = np.asarray(row.pop("mean_kernel"), np.float32).reshape(kh, kw)
         medoid = row.pop("medoid_weights")
         if medoid is None:

@@ -203,8 +203,8 @@ def _index_html(run, record, models, runs, in_run, table1, clusters, classified_
                for r in table1]
     cluster_rows = [[f'<a href="clusters/{cluster_page(c)}.html">{_img(c["_img"], cluster_page(c), "thumb")}</a>',
                      f'{c["kh"]}x{c["kw"]}', f'<a href="clusters/{cluster_page(c)}.html">#{c["cluster"]}</a>',
-                     _swatch(c["label"]), _e(c["template"]), f'{c["score"]:.3f}', _margin(c), c["n_kernels"],
-                     f'{100 * c["share"]:.1f}'] for c in clusters]
+                     _swatch(c["label"]), _e(c["template"]), f'{c["score"]:.3f}', _margin(c), _clear(c),
+                     c["n_kernels"], f'{100 * c["share"]:.1f}'] for c in clusters]
     body = (
         f'<p class="note">Run <strong>{_e(run)}</strong> (cluster run of embed run {_e(record.parent)}), '
         f'selection <code>{_e(record.selection)}</code>. Static pages written by <code>catalog gallery</code>.</p>\n'
@@ -218,9 +218,10 @@ def _index_html(run, record, models, runs, in_run, table1, clusters, classified_
         + "\n<h2>Clusters</h2>\n" + _img(overview_img, "cluster prototypes")
         + '<p class="note">Prototype (mean kernel) and medoid of each cluster, each scaled to its own max |w|; '
           "names are the best-matching template family (cosine), <em>unmatched</em> below the threshold, "
-          f"<em>a|b</em> when the margin to the next family is below {AMBIGUOUS_MARGIN}.</p>\n"
-        + _table(["prototype | medoid", "size", "cluster", "name", "template", "score", "margin", "kernels", "share %"],
-                 cluster_rows, numeric={5, 6, 7, 8}, raw={0, 2, 3, 4})
+          f"<em>a|b</em> when the margin to the next family is below {AMBIGUOUS_MARGIN}; <em>clear %</em>: "
+          "its kernels whose own name wins by that margin.</p>\n"
+        + _table(["prototype | medoid", "size", "cluster", "name", "template", "score", "margin", "clear %", "kernels",
+                  "share %"], cluster_rows, numeric={5, 6, 7, 8, 9}, raw={0, 2, 3, 4})
     )
     return _page(f"Kernel Catalog gallery: run {run}", body)
 
@@ -254,6 +255,10 @@ def _margin(cluster: dict) -> str:
     return "" if cluster.get("margin") is None else f'{cluster["margin"]:.3f}'
 
 
+def _clear(cluster: dict) -> str:
+    return "" if cluster.get("clear_share") is None else f'{100 * cluster["clear_share"]:.1f}'
+
+
 def _cluster_html(run: str, cluster: dict, proto: str, member_img: str, sample: data.KernelSample,
                   per_model: dict[str, int]) -> str:
     medoid = ("none" if cluster["medoid_kernel_id"] in (None, -1) or cluster.get("medoid_model") is None else
@@ -263,6 +268,7 @@ def _cluster_html(run: str, cluster: dict, proto: str, member_img: str, sample: 
         ["name", _swatch(cluster["label"])], ["template", _e(cluster["template"])],
         ["score (cos of the mean kernel to the template)", f'{cluster["score"]:.3f}'],
         ["margin (score minus the next family's best cosine)", _margin(cluster)],
+        [f"clear calls (its kernels whose own name wins by {AMBIGUOUS_MARGIN})", _clear(cluster) + " %"],
         ["kernel size", f'{cluster["kh"]}x{cluster["kw"]}'], ["kernels", cluster["n_kernels"]],
         ["share of its size", f'{100 * cluster["share"]:.1f} %'], ["medoid kernel_id", medoid],
     ], raw={1})
