@@ -155,7 +155,7 @@ def report(catalog: Catalog, run: str, by: str = "model", classified_only: bool 
         seeds = record.metrics if record.kind == "cluster" else {}
         con.register("seed_metrics", pa.table({"size": list(seeds), "seed_ari": pa.array(
             [m.get("seed_ari") for m in seeds.values()], pa.float64())}))
-        if "clear_" in sql:     # the clear calls of a cluster run, per cluster and per size
+        if by in ("kernel_size", "cluster"):     # the clear calls of a cluster run, per cluster and per size
             con.register("clear_counts", con.sql(_CLEAR_SQL, params={"cluster_run": cluster_run}).to_arrow_table())
             con.register("clear_by_size", con.sql(
                 "SELECT kh, kw, CASE WHEN sum(with_margin) > 0 THEN round(100 * sum(clear) / sum(n), 1) END AS clear_pct "

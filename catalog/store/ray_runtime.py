@@ -53,7 +53,7 @@ def forwarded_names() -> list[str]:
     """The driver variables named in KERNEL_CATALOG_RAY_ENV; one line for a name that cannot be one."""
     names = [n.strip() for n in os.environ.get(FORWARD_ENV, "").split(",") if n.strip()]
     for name in names:
-        if not name.replace("_", "a").isalnum() or name[0].isdigit():
+        if not (name.isascii() and name.isidentifier()):
             raise CatalogError(f"{FORWARD_ENV}: {name!r} is not an environment variable name; "
                                "give names separated by commas, e.g. HF_TOKEN,AWS_PROFILE")
     return names
