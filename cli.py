@@ -65,6 +65,13 @@ def threads_option(command):
                         help="Cap CPU threads (default: every core this process may use).")(command)
 
 
+def cross_fit_option(command):
+    return click.option("--cross-fit", type=int, default=EmbedParams.cross_fit, show_default=True, metavar="FOLDS",
+                        help="Score each kernel (and null kernel) by an autoencoder trained on the other folds: "
+                             "held-out classified % for small selections, which are otherwise memorised (0: off)."
+                        )(command)
+
+
 def per_model_option(command):
     return click.option("--per-model", is_flag=True,
                         help="One autoencoder (and null model) per model and kernel size instead of one per size.")(command)
@@ -276,18 +283,19 @@ def _echo(line: str) -> None:
 @click.option("--alpha", type=float, default=EmbedParams.alpha, show_default=True,
               help="Calibrated thresholds: the null is classified at most this often.")
 @per_model_option
+@cross_fit_option
 @click.option("--from-model", default=None, help="Reuse the autoencoders of this embed run (no training).")
 @replace_option
 @ray_option
 @click.pass_context
 def embed(ctx, run, where, latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds, no_null,
-          threshold_rule, alpha, per_model, from_model, replace, ray_address):
+          threshold_rule, alpha, per_model, cross_fit, from_model, replace, ray_address):
     """Train an autoencoder per kernel size and store every kernel's embedding."""
     from kernel_catalog.analysis.embed import embed as run_embed
 
     params = EmbedParams(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, seed=seed, device=device, threads=threads,
                          preprocess=preprocess, thresholds=_thresholds(thresholds), null_model=not no_null,
-                         threshold_rule=threshold_rule, alpha=alpha, per_model=per_model)
+                         threshold_rule=threshold_rule, alpha=alpha, per_model=per_model, cross_fit=cross_fit)
     run_embed(open_catalog(ctx), run, where, params, from_model=from_model, replace=replace, echo=_echo,
               ray=ray_address)
     click.echo(f"embed run {run} stored; see `catalog report {run}`")
@@ -368,17 +376,18 @@ def identify(ctx, run, templates, name_threshold):
 @click.option("--seed", type=int, default=0, show_default=True)
 @threads_option
 @per_model_option
+@cross_fit_option
 @replace_option
 @output_options
 @click.pass_context
-def analyze(ctx, preset, run, where, device, epochs, seed, threads, per_model, replace, fmt, output):
+def analyze(ctx, preset, run, where, device, epochs, seed, threads, per_model, cross_fit, replace, fmt, output):
     """Embed, cluster and name in one go with a preset protocol, then print Table 1."""
     from kernel_catalog.analysis.analyze import analyze as run_analyze
     from kernel_catalog.report.report import report as run_report
 
     catalog = open_catalog(ctx)
     run = run_analyze(catalog, preset, run, where, device=device, epochs=epochs, seed=seed, threads=threads,
-                      replace=replace, echo=_echo, per_model=per_model)
+                      replace=replace, echo=_echo, per_model=per_model, cross_fit=cross_fit)
     show(run_report(catalog, run, "model"), fmt, output)
     _report_notes(catalog, run)
 

@@ -299,6 +299,6 @@ def test_per_model_autoencoders_and_small_selection_warning(planted):
     from kernel_catalog.report.report import verdict_warnings
 
     warnings = verdict_warnings(catalog, "pm-k")
-    assert len(warnings) == 1 and "800 usable kernels (fewer than 1000)" in warnings[0]
+    assert len(warnings) == 1 and "800 usable kernels (fewer than 1000;" in warnings[0] and "--cross-fit" in warnings[0]
     delete_run(catalog, "pm-k")
     delete_run(catalog, "pm")

@@ -73,7 +73,12 @@ def test_nearest_equals_brute_force(cat, signless, where):
         assert got[0]["kernel_id"] == own and got[0]["cosine"] == 1.0
         want = [w for w in want if w[1] != own]
         got = got[1:]
-    assert [g["kernel_id"] for g in got] == [w[1] for w in want[:len(got)]]
+    # the brute-force order, up to kernels whose cosines tie (a scaled and a negated twin are
+    # both 1 in signless mode; float rounding, which varies with threads, orders them either way)
+    ids = [g["kernel_id"] for g in got]
+    assert len(set(ids)) == len(ids)
+    for i, kernel_id in enumerate(ids):
+        assert kernel_id in {w[1] for w in want if abs(w[0] - want[i][0]) <= 1e-5}, (i, got, want[:len(got)])
     np.testing.assert_allclose([g["cosine"] for g in got], [w[0] for w in want[:len(got)]], atol=1e-5)
     assert len(got) == (11 if admitted else 12)
     assert all(g["kh"] == 5 and g["kw"] == 5 for g in got)

@@ -19,7 +19,8 @@ from kernel_catalog.store import Catalog
 
 def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, where: str | None = None,
             device: str = "auto", epochs: int | None = None, seed: int = 0, threads: int | None = None,
-            replace: bool = False, echo=lambda line: None, progress: bool = True, per_model: bool = False) -> str:
+            replace: bool = False, echo=lambda line: None, progress: bool = True, per_model: bool = False,
+            cross_fit: int = 0) -> str:
     """Run the three steps; returns the cluster run's name, `run` (default: the preset name);
     the embed run is `run-ae`. Table 1 is then `report(catalog, run)`."""
     from dataclasses import replace as with_changes
@@ -28,7 +29,7 @@ def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, whe
     run = run or preset
     embed_run = f"{run}-ae"
     embed_params = with_changes(embed_params, device=device, epochs=epochs, seed=seed, threads=threads,
-                                per_model=per_model)
+                                per_model=per_model, cross_fit=cross_fit)
     cluster_params = with_changes(cluster_params, seed=seed, threads=threads)
     if replace:
         from kernel_catalog.analysis.runs import delete_run, run_record

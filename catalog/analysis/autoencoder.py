@@ -171,6 +171,7 @@ def train_autoencoder(
     max_epochs: int = 2000,
     shuffle_buffer: int = 1 << 19,
     threads: int | None = None,
+    desc: str | None = None,
 ) -> TrainedAutoencoder:
     """Train one autoencoder for (kh, kw) kernels on preprocessed rows.
 
@@ -191,6 +192,7 @@ def train_autoencoder(
       bench/RESULTS.md compares that with one thread. On a machine shared with other busy
       processes, OpenMP threads waiting for a busy core can make training much slower: cap
       them there (--threads 1).
+    desc: what progress bars and lines call this training (default "autoencoder KHxKW").
     """
     k = kh * kw
     dev = resolve_device(device)
@@ -204,7 +206,8 @@ def train_autoencoder(
     history: list[float] = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=epochs, desc=f"autoencoder {kh}x{kw}", unit="epoch", file=sys.stderr,
+    desc = desc or f"autoencoder {kh}x{kw}"     # what progress lines call this training
+    bar = tqdm(total=epochs, desc=desc, unit="epoch", file=sys.stderr,
                disable=None if progress else True, leave=False)   # None: off when not a terminal
     with _deterministic(threads):
         module.train()
@@ -238,7 +241,7 @@ def train_autoencoder(
             epoch += 1
             if progress and bar.disable and epoch % max(total_epochs // 4, 1) == 0:
                 # off a terminal (logs, batch jobs): a plain line at each quarter instead of a bar
-                print(f"autoencoder {kh}x{kw}: epoch {epoch}/{total_epochs}, loss {history[-1]:.4f}",
+                print(f"{desc}: epoch {epoch}/{total_epochs}, loss {history[-1]:.4f}",
                       file=sys.stderr, flush=True)
     bar.close()
     module.eval()

@@ -19,7 +19,7 @@ from dataclasses import asdict, replace as with_changes
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis import autoencoder as ae
+from kernel_catalog.analysis import autoencoder as ae, cross_fit
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.null_model import run_control
 from kernel_catalog.analysis.params import EmbedParams, available_cores, calibrated_threshold
@@ -65,13 +65,14 @@ def load_run_models(catalog: Catalog, run: str, device: str = "cpu") -> dict[str
     return models
 
 
-def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool) -> tuple[np.ndarray, float]:
-    """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed.
-    Returns the null's dissimilarities (1 - cos) and its final loss."""
+def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool, folds: int = 0) -> tuple[np.ndarray, float]:
+    """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed,
+    scored held out in `folds` folds when the data were. Returns the null's dissimilarities
+    (1 - cos) and its final loss."""
     kwargs = params.train_kwargs(progress, kh, kw)
     kwargs.pop("seed")
     control = run_control(n, kh, kw, seed=params.seed, threshold=params.threshold(kh, kw),
-                          method=params.preprocess, **kwargs)
+                          method=params.preprocess, cross_fit=folds, **kwargs)
     return 1.0 - control.recon_cos.astype(np.float64), control.model.final_loss
 
 
@@ -119,6 +120,7 @@ def embed(
     reused = load_run_models(catalog, from_model, params.device) if from_model else {}
     if parent is not None:
         params = with_changes(params, per_model=parent.embed_params().per_model)
+    _check_cross_fit(params, from_model, ray)
     selection = KernelSelection(catalog, where)
     try:
         # Ray workers, and sizes streamed from Parquet, write their embeddings as parts into the
@@ -137,6 +139,19 @@ def embed(
     return metrics
 
 
+def _check_cross_fit(params: EmbedParams, from_model: str | None, ray: str | None) -> None:
+    if params.cross_fit == 0:
+        return
+    if params.cross_fit < 2:
+        raise CatalogError(f"--cross-fit {params.cross_fit}: give 0 (off) or a number of folds, at least 2 (e.g. 5)")
+    if from_model:
+        raise CatalogError("--cross-fit trains new autoencoders on folds of the selection; "
+                           "it cannot reuse a run's (--from-model): drop one of the two")
+    if ray:
+        raise CatalogError("--cross-fit runs in this process (it matters for small selections, "
+                           "which need no cluster): drop --ray, or --cross-fit")
+
+
 def _embed_sizes(selection, run, where, params, from_model, parent, reused, progress, echo, ray):
     """Train and encode every size of the selection: (metrics, embeddings tables, parts written
     (by Ray workers, or per streamed batch), model file writers, device)."""
@@ -153,6 +168,10 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
     if missing:
         raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
                            "narrow --where to its kernel sizes or train a new run")
+    few = [f"{size_key(kh, kw)} has only {n}" for kh, kw, n in sizes if params.cross_fit and n < 2 * params.cross_fit]
+    if few:
+        raise CatalogError(f"too few kernels for --cross-fit {params.cross_fit} (2 a fold): {', '.join(few)}; "
+                           "use fewer folds or a wider --where")
     if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
         raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
     tables, parts, blobs, metrics, device = [], [], {}, {}, None
@@ -176,9 +195,9 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
         per_group = {}
         for name, rows in groups:
             part = (ids, weights) if rows is None else (ids[rows], weights[rows])
-            model, table, recon_cos = _embed_group(selection, part, kh, kw, name, params,
-                                                   reused.get(key, {}), blobs, progress,
-                                                   encode if rows is None else None, run)
+            model, table, recon_cos, in_sample = _embed_group(selection, part, kh, kw, name, params,
+                                                              reused.get(key, {}), blobs, progress,
+                                                              encode if rows is None else None, run)
             device = model.device
             if isinstance(table, list):      # parts Ray workers wrote
                 parts.extend(table)
@@ -190,18 +209,23 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
                 echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
                      f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
                                                         f" (a bounded null for {len(recon_cos)} kernels)"))
-                null_d, _ = _null(null_n, kh, kw, params, progress)
-            per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]))
+                null_d, _ = _null(null_n, kh, kw, params, progress,
+                                  folds=params.cross_fit if in_sample is not None else 0)
+            per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]), in_sample)
         metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
         m = metrics[key]
         echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
-             + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else ""))
+             + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else "")
+             + (f"; held out in {m['cross_fit']} folds (in sample: {m['classified_in_sample']:.1%})"
+                if "cross_fit" in m else ""))
     return metrics, tables, parts, blobs, device
 
 
 def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None, run=None):
     """Train (or reuse) one autoencoder and encode its kernels; returns (model, embeddings table or,
-    encoded by Ray or streamed, the parts written, usable recon_cos)."""
+    encoded by Ray or streamed, the parts written, usable recon_cos, and when cross-fitted the
+    usable kernels' in-sample recon_cos, else None). Cross-fitted, recon_cos (returned and
+    stored) is each kernel's held-out score; z comes from the model trained on every kernel."""
     ids, weights = part
     key = size_key(kh, kw)
     if name in reused:
@@ -212,6 +236,9 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
         if weights is not None:
             x, usable = preprocess(weights, params.preprocess)
             data = x[usable]
+            if params.cross_fit and len(data) < 2 * params.cross_fit:   # before any training
+                raise CatalogError(f"{key}: only {len(data)} usable kernels, too few for --cross-fit "
+                                   f"{params.cross_fit} (2 a fold); use fewer folds or a wider --where")
         else:
             data = _stream_factory(selection, kh, kw, params.preprocess)
         model = ae.train_autoencoder(data, kh, kw, **params.train_kwargs(progress, kh, kw))
@@ -220,23 +247,41 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
         blobs[f"autoencoder:{key}" + ("" if name is None else f":{name}")] = lambda path, m=model: ae.save(m, path)
     if encode is not None:      # Ray Data over the Parquet (pooled groups)
         table, recon_cos = encode(model, kh, kw, params)
-        return model, table, recon_cos
+        return model, table, recon_cos, None
     if weights is not None:
         table, recon_cos = _encode_chunks(model, [(ids, weights)], kh, kw, params)
-        return model, table, recon_cos
+        if params.cross_fit and not reused:
+            table, held_out = _held_out(table, data, kh, kw, params, progress)
+            return model, table, held_out, recon_cos
+        return model, table, recon_cos, None
     parts, kept = [], []           # streamed: each batch's embeddings written as a part at once
     for chunk in selection.batches(kh, kw, rows=PART_ROWS):
         table, recon_cos = _encode_chunks(model, [chunk], kh, kw, params)
         parts.append(write_part(selection.catalog.data, run, "embeddings", table))
         kept.append(recon_cos)
-    return model, parts, np.concatenate(kept)
+    return model, parts, np.concatenate(kept), None
+
+
+def _held_out(table: pa.Table, data: np.ndarray, kh: int, kw: int, params: EmbedParams,
+              progress: bool) -> tuple[pa.Table, np.ndarray]:
+    """The embeddings table with each usable kernel's recon_cos replaced by its held-out score
+    (`data`: the usable kernels, preprocessed, in the table's order), and those scores."""
+    kwargs = params.train_kwargs(progress, kh, kw)
+    kwargs.pop("seed")
+    held_out = cross_fit.held_out_cos(data, kh, kw, params.cross_fit, seed=params.seed, **kwargs)
+    usable = table.column("usable").to_numpy(zero_copy_only=False)
+    column = np.full(len(usable), np.nan, np.float32)
+    column[usable] = held_out
+    index = table.schema.get_field_index("recon_cos")
+    table = table.set_column(index, table.schema.field(index), pa.array(column, mask=~usable))
+    return table, held_out.astype(np.float64)
 
 
 def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent: RunRecord | None) -> dict:
     """A size's metrics: pooled over its groups, plus one entry per model for per-model runs."""
     key = size_key(kh, kw)
 
-    def one(recon_cos, null_d, model, n, inherited: dict) -> dict:
+    def one(recon_cos, null_d, model, n, in_sample, inherited: dict) -> dict:
         if null_d is None and inherited.get("threshold_calibrated") is not None:   # reused: the parent's null
             m = classification_metrics(recon_cos, None, kh, kw, params)
             cal = inherited["threshold_calibrated"]
@@ -251,6 +296,9 @@ def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent
                   "epochs": model.config["epochs"], "latent_dim": model.config["latent_dim"]})
         if null_d is not None:
             m["null_n"] = int(len(null_d))
+        if in_sample is not None:   # cross-fitted: what the in-sample score would have said
+            m["cross_fit"] = params.cross_fit
+            m["classified_in_sample"] = float((1.0 - in_sample < m["threshold"]).mean()) if len(in_sample) else 0.0
         return m
 
     inherited = parent.size_metrics(key) if parent is not None else {}
@@ -263,9 +311,11 @@ def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent
               "threshold_source": next(iter(models.values()))["threshold_source"]}
     for field in ("classified", "classified_fixed", "classified_calibrated", "null_classified",
                   "null_classified_fixed", "null_classified_calibrated", "threshold", "threshold_fixed",
-                  "threshold_calibrated"):
+                  "threshold_calibrated", "classified_in_sample"):
         if all(field in m for m in models.values()):
             pooled[field] = float(sum(weight[name] * m[field] for name, m in models.items()))
+    if all("cross_fit" in m for m in models.values()):
+        pooled["cross_fit"] = params.cross_fit
     return pooled
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kernel_catalog.analysis.autoencoder import TrainedAutoencoder, classified, encode, train_autoencoder
+from kernel_catalog.analysis.cross_fit import held_out_cos
 from kernel_catalog.analysis.params import default_threshold
 from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, preprocess
 
@@ -31,13 +32,17 @@ class ControlResult:
 
 
 def run_control(n: int, kh: int, kw: int, seed: int = 0, threshold: float | None = None,
-                method: str = DEFAULT_METHOD, **train_kwargs: Any) -> ControlResult:
+                method: str = DEFAULT_METHOD, cross_fit: int = 0, **train_kwargs: Any) -> ControlResult:
     """Train an autoencoder on `gaussian_control(n, kh, kw, seed)` with `train_kwargs` (pass the
     data run's settings) and the same seed; return the share classified under `threshold`
-    (default `default_threshold(kh, kw)`)."""
+    (default `default_threshold(kh, kw)`). cross_fit >= 2: score each control kernel held out,
+    as the data were (`cross_fit.held_out_cos`)."""
     x, usable = preprocess(gaussian_control(n, kh, kw, seed), method=method)
     x = x[usable]
     model = train_autoencoder(x, kh, kw, seed=seed, **train_kwargs)
-    _, _, rcos = encode(model, x)
+    if cross_fit:
+        rcos = held_out_cos(x, kh, kw, cross_fit, seed=seed, **train_kwargs)
+    else:
+        _, _, rcos = encode(model, x)
     thr = default_threshold(kh, kw) if threshold is None else threshold
     return ControlResult(float(classified(rcos, thr).mean()), thr, rcos, model)

@@ -84,6 +84,7 @@ class EmbedParams:
     alpha: float = DEFAULT_ALPHA         # calibrated thresholds: null classified at most alpha
     latent_dims: dict[str, int] = field(default_factory=dict)    # "3x3" -> 1 overrides latent_dim
     per_model: bool = False              # one autoencoder (and null) per model and size
+    cross_fit: int = 0                   # >= 2: score each kernel (and null kernel) held out, in this many folds
 
     def threshold(self, kh: int, kw: int) -> float:
         """The fixed threshold of a size (an explicit override, else the paper's rule by tap count)."""

@@ -63,8 +63,9 @@ def _classification_sql(group: str, extra_select: str = "") -> str:
 
 def verdict_warnings(catalog: Catalog, run: str) -> list[str]:
     """One line per kernel size whose classified % is no verdict: fewer usable kernels than
-    MIN_VERDICT_KERNELS (too small a selection), or a null classified above alpha at the paper's
-    fixed threshold (that column is no verdict; the calibrated one is)."""
+    MIN_VERDICT_KERNELS (too small a selection: its scores are memory) unless it was scored held
+    out (`embed --cross-fit`), or a null classified above alpha at the paper's fixed threshold
+    (that column is no verdict; the calibrated one is)."""
     record = require_run(catalog, run)
     embed_record = record if record.kind == "embed" else require_run(catalog, record.parent, "embed")
     lines = []
@@ -72,9 +73,10 @@ def verdict_warnings(catalog: Catalog, run: str) -> list[str]:
         usable, alpha = m.get("usable", 0), m.get("alpha") or embed_record.params.get("alpha", 0.05)
         null_fixed, calibrated = m.get("null_classified_fixed"), m.get("threshold_calibrated")
         reasons = []
-        if usable < MIN_VERDICT_KERNELS:
+        if usable < MIN_VERDICT_KERNELS and not m.get("cross_fit"):
             reasons.append(f"too small a selection for a verdict: only {usable} usable kernels "
-                           f"(fewer than {MIN_VERDICT_KERNELS})")
+                           f"(fewer than {MIN_VERDICT_KERNELS}; the autoencoder memorises them: "
+                           "`catalog embed --cross-fit 5` scores each held out)")
         if null_fixed is not None and null_fixed > alpha:
             used = " (used)" if m.get("threshold_source") == "calibrated" else ""
             reasons.append(f"at the paper's threshold {m.get('threshold_fixed', 0):.2f} the null is classified "
