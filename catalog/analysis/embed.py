@@ -237,7 +237,8 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
             x, usable = preprocess(weights, params.preprocess)
             data = x[usable]
             if params.cross_fit and len(data) < 2 * params.cross_fit:   # before any training
-                raise CatalogError(f"{key}: only {len(data)} usable kernels, too few for --cross-fit "
+                raise CatalogError(f"{key}{'' if name is None else f' of model {name}'}: only {len(data)} "
+                                   f"usable kernels, too few for --cross-fit "
                                    f"{params.cross_fit} (2 a fold); use fewer folds or a wider --where")
         else:
             data = _stream_factory(selection, kh, kw, params.preprocess)
