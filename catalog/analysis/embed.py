@@ -65,15 +65,12 @@ def load_run_models(catalog: Catalog, run: str, device: str = "cpu") -> dict[str
     return models
 
 
-def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool, folds: int = 0) -> tuple[np.ndarray, float]:
+def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool, folds: int = 0) -> np.ndarray:
     """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed,
-    scored held out in `folds` folds when the data were. Returns the null's dissimilarities
-    (1 - cos) and its final loss."""
-    kwargs = params.train_kwargs(progress, kh, kw)
-    kwargs.pop("seed")
-    control = run_control(n, kh, kw, seed=params.seed, threshold=params.threshold(kh, kw),
-                          method=params.preprocess, cross_fit=folds, **kwargs)
-    return 1.0 - control.recon_cos.astype(np.float64), control.model.final_loss
+    scored held out in `folds` folds when the data were. Returns the null's dissimilarities (1 - cos)."""
+    control = run_control(n, kh, kw, threshold=params.threshold(kh, kw), method=params.preprocess,
+                          cross_fit=folds, **params.train_kwargs(progress, kh, kw))
+    return 1.0 - control.recon_cos.astype(np.float64)
 
 
 def classification_metrics(recon_cos: np.ndarray, null_d: np.ndarray | None, kh: int, kw: int,
@@ -152,6 +149,11 @@ def _check_cross_fit(params: EmbedParams, from_model: str | None, ray: str | Non
                            "which need no cluster): drop --ray, or --cross-fit")
 
 
+def _too_few_for_folds(which: str, folds: int) -> CatalogError:
+    return CatalogError(f"too few kernels for --cross-fit {folds} (2 a fold): {which}; "
+                        "use fewer folds or a wider --where")
+
+
 def _embed_sizes(selection, run, where, params, from_model, parent, reused, progress, echo, ray):
     """Train and encode every size of the selection: (metrics, embeddings tables, parts written
     (by Ray workers, or per streamed batch), model file writers, device)."""
@@ -169,9 +171,8 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
         raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
                            "narrow --where to its kernel sizes or train a new run")
     few = [f"{size_key(kh, kw)} has only {n}" for kh, kw, n in sizes if params.cross_fit and n < 2 * params.cross_fit]
-    if few:
-        raise CatalogError(f"too few kernels for --cross-fit {params.cross_fit} (2 a fold): {', '.join(few)}; "
-                           "use fewer folds or a wider --where")
+    if few:     # said before any work; a group short of usable kernels is caught in _embed_group
+        raise _too_few_for_folds(", ".join(few), params.cross_fit)
     if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
         raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
     tables, parts, blobs, metrics, device = [], [], {}, {}, None
@@ -209,8 +210,7 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
                 echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
                      f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
                                                         f" (a bounded null for {len(recon_cos)} kernels)"))
-                null_d, _ = _null(null_n, kh, kw, params, progress,
-                                  folds=params.cross_fit if in_sample is not None else 0)
+                null_d = _null(null_n, kh, kw, params, progress, folds=params.cross_fit if in_sample is not None else 0)
             per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]), in_sample)
         metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
         m = metrics[key]
@@ -237,9 +237,8 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
             x, usable = preprocess(weights, params.preprocess)
             data = x[usable]
             if params.cross_fit and len(data) < 2 * params.cross_fit:   # before any training
-                raise CatalogError(f"{key}{'' if name is None else f' of model {name}'}: only {len(data)} "
-                                   f"usable kernels, too few for --cross-fit "
-                                   f"{params.cross_fit} (2 a fold); use fewer folds or a wider --where")
+                raise _too_few_for_folds(f"{key}{'' if name is None else f' of model {name}'} has only "
+                                         f"{len(data)} usable", params.cross_fit)
         else:
             data = _stream_factory(selection, kh, kw, params.preprocess)
         model = ae.train_autoencoder(data, kh, kw, **params.train_kwargs(progress, kh, kw))
@@ -267,9 +266,7 @@ def _held_out(table: pa.Table, data: np.ndarray, kh: int, kw: int, params: Embed
               progress: bool) -> tuple[pa.Table, np.ndarray]:
     """The embeddings table with each usable kernel's recon_cos replaced by its held-out score
     (`data`: the usable kernels, preprocessed, in the table's order), and those scores."""
-    kwargs = params.train_kwargs(progress, kh, kw)
-    kwargs.pop("seed")
-    held_out = cross_fit.held_out_cos(data, kh, kw, params.cross_fit, seed=params.seed, **kwargs)
+    held_out = cross_fit.held_out_cos(data, kh, kw, params.cross_fit, **params.train_kwargs(progress, kh, kw))
     usable = table.column("usable").to_numpy(zero_copy_only=False)
     column = np.full(len(usable), np.nan, np.float32)
     column[usable] = held_out

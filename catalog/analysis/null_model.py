@@ -28,7 +28,7 @@ class ControlResult:
     classified_fraction: float   # share of control kernels with 1 - recon_cos < threshold
     threshold: float
     recon_cos: np.ndarray        # (n,) float32
-    model: TrainedAutoencoder
+    model: TrainedAutoencoder | None   # None when cross-fitted: the fold models score the control
 
 
 def run_control(n: int, kh: int, kw: int, seed: int = 0, threshold: float | None = None,
@@ -39,10 +39,10 @@ def run_control(n: int, kh: int, kw: int, seed: int = 0, threshold: float | None
     as the data were (`cross_fit.held_out_cos`)."""
     x, usable = preprocess(gaussian_control(n, kh, kw, seed), method=method)
     x = x[usable]
-    model = train_autoencoder(x, kh, kw, seed=seed, **train_kwargs)
-    if cross_fit:
-        rcos = held_out_cos(x, kh, kw, cross_fit, seed=seed, **train_kwargs)
+    if cross_fit:   # scored by the fold models alone: a model of every control kernel would go unused
+        model, rcos = None, held_out_cos(x, kh, kw, cross_fit, seed=seed, **train_kwargs)
     else:
+        model = train_autoencoder(x, kh, kw, seed=seed, **train_kwargs)
         _, _, rcos = encode(model, x)
     thr = default_threshold(kh, kw) if threshold is None else threshold
     return ControlResult(float(classified(rcos, thr).mean()), thr, rcos, model)
