@@ -110,3 +110,26 @@ def snapshot(catalog: Catalog) -> dict:
 def _data_files(catalog: Catalog) -> list[str]:
     folder = catalog.root / "kernels"
     return [p.relative_to(catalog.root).as_posix() for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def run_cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """Run `catalog ...` in this process, through the same entry point (`main`) as the command:
+    for many cases (fuzzing) where a fresh interpreter per case would cost seconds each. An
+    unexpected exception propagates (a traceback fails the test)."""
+    import contextlib
+    import io
+
+    from kernel_catalog.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = ["catalog", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved
+    return subprocess.CompletedProcess(["catalog", *args], code, out.getvalue(), err.getvalue())

@@ -23,13 +23,13 @@ def _write_version_1_catalog(root) -> int:
     table, layer_rows = build_kernel_table(layers, digest, "statedict", True)
     folder = root / "kernels" / "model=old"
     folder.mkdir(parents=True)
-    pq.write_table(table, folder / "part.parquet")
+    pq.write_table(table, folder / f"{digest[:16]}-0123abcd.parquet")   # the name ingest has always used
     con = duckdb.connect(str(root / "catalog.duckdb"))
     assert migrate.upgrade(con, target=1) == [1]
     con.execute("INSERT INTO model_records VALUES ('old', ?, 'statedict', '0.1', true, 'old.pth', 3, 18, '{}', now()::TIMESTAMP)", [digest])
     for r in layer_rows:
         con.execute("INSERT INTO layer_records VALUES ('old', ?, NULL, ?, ?, 5, 5, 6, 0, 0, '{}')", [r.layer, r.layer_index, r.depth])
-    con.execute("INSERT INTO kernel_files VALUES ('old', 'kernels/model=old/part.parquet', 18, 1)")
+    con.execute("INSERT INTO kernel_files VALUES ('old', ?, 18, 1)", [f"kernels/model=old/{digest[:16]}-0123abcd.parquet"])
     con.close()
     return table.num_rows
 

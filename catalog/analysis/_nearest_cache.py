@@ -47,10 +47,10 @@ def _stem(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> Path:
 
 def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
     """(ids, (m, k) float32 weights) batches of this size straight from the Parquet files."""
-    con = catalog.point_at_root(duckdb.connect())
+    con = catalog.data_connection()
     try:
         if catalog.data.is_local:
-            files = con.sql("SELECT * FROM read_parquet(?)", params=[paths])
+            files = con.sql("SELECT * FROM read_parquet(?)", params=[catalog.data.absolute(paths)])
         else:   # data on object storage: the same files as a pyarrow dataset (no httpfs needed)
             files = con.sql(kernels_dataset_view(con, catalog.data, paths))
         reader = files.filter(f"kh = {int(kh)} AND kw = {int(kw)}").select("kernel_id, weights") \

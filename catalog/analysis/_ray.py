@@ -41,7 +41,7 @@ def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw:
     from importlib import import_module
 
     selection = import_module("kernel_catalog.analysis.selection")
-    con = catalog.point_at_root(duckdb.connect(config={"threads": 1}))
+    con = catalog.data_connection(config={"threads": 1})
     try:
         catalog.kernels_view(con, paths)
         # (a subquery: DuckDB applies USING SAMPLE before a WHERE at the same level)

@@ -171,7 +171,8 @@ def commit_run(
                  json_text(record.metrics), __version__, record.device, record.seconds])
             for kind, path, n_rows, size in staged:
                 size = session.data.size(path) if size is None else size
-                con.execute("INSERT INTO result_files VALUES (?, ?, ?, ?, ?)", [record.run, kind, path, n_rows, size])
+                con.execute("INSERT INTO result_files BY NAME SELECT ? AS run, ? AS kind, ? AS path, ? AS n_rows, "
+                            "? AS bytes, ? AS sha256", [record.run, kind, path, n_rows, size, session.data.sha256(path)])
             if clusters is not None and clusters.num_rows:
                 con.register("new_clusters", clusters)
                 con.execute("INSERT INTO cluster_records BY NAME SELECT ? AS run, * FROM new_clusters", [record.run])

@@ -31,7 +31,7 @@ class KernelSelection:
         self.where = where.strip() if where and where.strip() else "true"
         with catalog.reader() as con:
             self.paths = [r[0] for r in con.execute("SELECT path FROM kernel_files ORDER BY path").fetchall()]
-        self._con = catalog.point_at_root(duckdb.connect())
+        self._con = catalog.data_connection()
         catalog.kernels_view(self._con, self.paths)   # local files, or a dataset on the data root URI
         try:
             self._sizes = self._con.sql(

@@ -191,7 +191,6 @@ def export(
     _remove_stale_temporaries(target)
     data_tmp, manifest_tmp = _temporary(target), _temporary(manifest_target)
     with catalog.snapshot(wait=wait) as con:   # writers are not kept waiting by a long export
-        con.execute("SET enable_progress_bar = false")   # one bar: ours, counting rows written
         try:
             try:
                 plan = plan_selection(con, selection, fmt)

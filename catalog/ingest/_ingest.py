@@ -183,8 +183,8 @@ def _replace_model_rows(session, result, extraction, adapter_version, layer_rows
             "INSERT INTO layer_records BY NAME SELECT ? AS model, layer, expert, layer_index, depth, kh, kw, "
             "n_kernels, n_nonfinite, n_near_zero, meta::JSON AS meta, sparsity, variance_entropy FROM new_layers", [model])
         con.unregister("new_layers")
-        size = session.data.size(path)
-        con.execute("INSERT INTO kernel_files VALUES (?, ?, ?, ?)", [model, path, table.num_rows, size])
+        con.execute("INSERT INTO kernel_files BY NAME SELECT ? AS model, ? AS path, ? AS n_rows, ? AS bytes, ? AS sha256",
+                    [model, path, table.num_rows, session.data.size(path), session.data.sha256(path)])
         _log(con, result, extraction, adapter_version)
     return old_files
 

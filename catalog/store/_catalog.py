@@ -32,14 +32,17 @@ from kernel_catalog.store import _migrate as migrate
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.store._lock import exclusive_lock
-from kernel_catalog.store.views import refresh_views
+from kernel_catalog.store.views import install_views
 from kernel_catalog.store import _published
+from kernel_catalog.store._owned import (
+    MARKER_NAME, check_catalog_folder, is_own_data_file, is_own_temporary, marker_text, read_marker,
+)
+from kernel_catalog.store._sandbox import DATA_DIRS, check_schema, lock_down
 from kernel_catalog.store.datafs import DataRoot, is_uri
 
 DEFAULT_ROOT = "kernel-catalog"
 ROOT_ENV = "KERNEL_CATALOG"
 DB_NAME = "catalog.duckdb"
-DATA_DIRS = ("kernels", "results")
 # Tables whose `path` column lists the data files a catalog owns; anything else is an orphan.
 FILE_TABLES = ("kernel_files", "result_files")
 
@@ -88,15 +91,36 @@ class Catalog:
     def _load_settings(self, con: duckdb.DuckDBPyConnection) -> None:
         settings = dict(con.execute("SELECT key, value FROM settings").fetchall()) if _has_table(con, "settings") else {}
         self._writer_location = settings.get("writer")
+        self.catalog_id = settings.get("catalog_id")
         self._data = DataRoot(self.root, self.uri or settings.get("data_root"))
 
-    def attach_data(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-        """For a data root URI: TEMP views over pyarrow datasets shadow the (empty) main views."""
+    def _prepare_read(self, con: duckdb.DuckDBPyConnection, allow=(), upgrade_copy: bool = True
+                      ) -> duckdb.DuckDBPyConnection:
+        """Make a connection to the catalog file safe to query: locked to the catalog's data folders
+        (and the files the user allowed) before anything is read, the stored schema checked against
+        the code's, an older schema upgraded in a private in-memory copy (a read never writes), and
+        the views built by the code."""
+        lock_down(con, self.root, allow)
+        version = migrate.current_version(con)
+        migrate.check_not_newer(version, self.location)
+        check_schema(con, version, self.location)
+        if version != migrate.head_version():
+            if not upgrade_copy:
+                raise CatalogError(f"catalog {self.location} has an older schema ({version}); any write "
+                                   "(e.g. `catalog verify --repair`) upgrades it")
+            copy = _copy_tables(con, self.root, allow)
+            con.close()
+            con = copy
+            migrate.upgrade(con, where=self.location)
         self._load_settings(con)
-        if not self._data.is_local:
-            from kernel_catalog.store.remote_views import attach_remote_views
+        install_views(con, self._data)
+        return con
 
-            attach_remote_views(con, self._data)
+    def data_connection(self, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+        """A private in-memory connection that can read this catalog's data files and nothing else
+        (paths relative to the catalog root); for reading Parquet outside the metadata."""
+        con = duckdb.connect(config=config or {})
+        lock_down(con, self.root)
         return con
 
     def kernels_view(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
@@ -105,7 +129,7 @@ class Catalog:
 
         data = self.data
         if data.is_local or not paths:
-            con.execute(f"CREATE VIEW kernels AS {kernels_view_sql(paths if data.is_local else [])}")
+            con.execute(f"CREATE VIEW kernels AS {kernels_view_sql(data.absolute(paths) if data.is_local else [])}")
         else:
             from kernel_catalog.store.remote_views import kernels_dataset_view
 
@@ -140,8 +164,20 @@ class Catalog:
                     con.execute("INSERT OR REPLACE INTO settings VALUES ('data_root', ?), ('writer', ?)",
                                 [data_root.rstrip("/"), f"{os.uname().nodename}:{self.root}"])
                 self._data = DataRoot(self.root, data_root)
+                self._data.claim(self.catalog_id)
                 session.data = self._data
             return session.data
+
+    def _claim(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Mark the folder (and the data root) as this catalog's; refuse one marked by another."""
+        found = read_marker(self.root)
+        if found is None:
+            write_marker(self.root / MARKER_NAME, self.catalog_id)
+        elif found != self.catalog_id:
+            raise CatalogError(f"{self.root}: its marker names another catalog ({found[:8]}) than its database "
+                               f"({self.catalog_id[:8]}); was a catalog file copied over another? Nothing was changed")
+        if not self._data.is_local:
+            self._data.claim(self.catalog_id)
 
     def refuse_write(self) -> None:
         where = None
@@ -170,6 +206,7 @@ class Catalog:
             finally:
                 self._held -= 1
             return
+        check_catalog_folder(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.root / ".lock", wait=wait, what=f"catalog {self.root}"):
             self._held = 1
@@ -200,34 +237,21 @@ class Catalog:
                         "retry in a moment or pass --wait SECONDS"
                     ) from None
                 time.sleep(0.1)
-        return self.point_at_root(con)
-
-    def point_at_root(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-        """Resolve the views' relative Parquet paths against this catalog's folder."""
-        con.execute(f"SET file_search_path = '{str(self.root).replace(chr(39), chr(39) * 2)}'")
         return con
 
     @contextmanager
-    def reader(self, wait: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection; never takes the writer lock (upgrades an old schema first)."""
+    def reader(self, wait: float = 10.0, allow=()) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection that never takes the writer lock and never writes (an older schema
+        is upgraded in a private copy); it reads only the catalog's files and `allow` (paths the
+        user named for their own SQL)."""
         if not self.exists():
             raise CatalogError(
                 f"no catalog at {self.root}; create one with `catalog ingest SOURCE` "
                 "or point --catalog / KERNEL_CATALOG at an existing one"
             )
         con = self._connect(read_only=True, wait=wait)
-        version = migrate.current_version(con)
-        if version != migrate.head_version():
-            migrate.check_not_newer(version, str(self.root))
-            con.close()
-            if self.uri:
-                raise CatalogError(f"catalog {self.uri} was published by an older version (schema {version}); "
-                                   "any write by its driver publishes it upgraded")
-            with self.writer(wait=wait):
-                pass   # opening a writer upgrades the schema in place
-            con = self._connect(read_only=True, wait=wait)
         try:
-            self.attach_data(con)
+            con = self._prepare_read(con, allow)
             yield con
         finally:
             con.close()
@@ -242,17 +266,9 @@ class Catalog:
         file after its commit; a long read of that model then fails cleanly.)
         """
         with self.reader(wait=wait) as source:
-            names = [row[0] for row in source.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
-            tables = {name: source.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in names}
-        con = self.point_at_root(duckdb.connect())
+            con = _copy_tables(source, self.root)
         try:
-            for name, table in tables.items():
-                con.register("copied", table)
-                con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM copied')
-                con.unregister("copied")
-            refresh_views(con)
-            self.attach_data(con)
+            install_views(con, self.data)
             yield con
         finally:
             con.close()
@@ -266,19 +282,24 @@ class Catalog:
         """
         if self.uri:
             self.refuse_write()
-        self.root.mkdir(parents=True, exist_ok=True)
         held = self._held > 0
+        if not held:
+            check_catalog_folder(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
         with (nullcontext() if held else
               exclusive_lock(self.root / ".lock", wait=wait, what=f"catalog {self.root}")):
             con = self._connect(read_only=False, wait=30.0 if wait is None else max(wait, 30.0))
             session = None
             try:
-                applied = migrate.upgrade(con, where=str(self.root))
+                lock_down(con, self.root)      # before anything in the file is read
+                version = migrate.current_version(con)
+                migrate.check_not_newer(version, str(self.root))
+                check_schema(con, version, str(self.root))
+                migrate.upgrade(con, where=str(self.root))
                 self._load_settings(con)
+                self._claim(con)
                 session = WriteSession(self, con)
-                if applied or not _has_view(con, "kernels"):
-                    with session.transaction():
-                        pass
+                install_views(con, session.data)
                 if not held:
                     session.remove_orphans()
                 yield session
@@ -303,12 +324,9 @@ class Catalog:
 
         if not self.exists():
             raise CatalogError(f"no catalog at {self.root}")
-        engine = create_engine(
-            f"duckdb:///{self.db_path}",
-            connect_args={"read_only": True, "config": {"file_search_path": str(self.root)}},
-        )
-        if not self.data.is_local:
-            event.listen(engine, "connect", lambda connection, _: self.attach_data(connection))
+        engine = create_engine(f"duckdb:///{self.db_path}", connect_args={"read_only": True})
+        # each connection: locked down, schema checked, the code's views (an older schema: write first)
+        event.listen(engine, "connect", lambda connection, _: self._prepare_read(connection, upgrade_copy=False))
         return engine
 
 
@@ -347,7 +365,7 @@ class WriteSession:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-            refresh_views(con)
+            install_views(con, self.data)
             crash_point("before-commit")
             con.execute("COMMIT")
             self.committed = True
@@ -363,38 +381,52 @@ class WriteSession:
         return paths
 
     def remove_orphans(self) -> list[str]:
-        """Delete data files no committed row refers to (left by a write that died midway)."""
-        committed = self.committed_paths()
-        removed = []
-        if not self.data.is_local:
-            for folder in DATA_DIRS:
-                for relative in self.data.list(folder):
-                    if relative not in committed:
-                        self.data.delete(relative)
-                        removed.append(relative)
-            return removed
-        for folder in DATA_DIRS:
-            for path in sorted((self.root / folder).rglob("*")):
-                relative = path.relative_to(self.root).as_posix()
-                if path.is_file() and relative not in committed:
-                    path.unlink()
-                    removed.append(relative)
-        for folder in DATA_DIRS:   # empty partition folders, deepest first
-            for path in sorted((self.root / folder).rglob("*"), key=lambda p: -len(p.parts)):
-                if path.is_dir() and not any(path.iterdir()):
-                    path.rmdir()
-        return removed
+        """Delete our own data files that no committed row names (left by a write that died
+        midway); files of any other name, and links, are not ours and stay."""
+        own, _ = stray_files(self.data, self.committed_paths())
+        for relative in own:
+            self.data.delete(relative)
+        self.data.remove_empty_partitions()
+        return own
+
+
+def stray_files(data: DataRoot, committed: set[str]) -> tuple[list[str], list[str]]:
+    """(ours, foreign): files under the data folders that no committed row names; ours have the
+    catalog's own names (a dead write's leftovers), foreign ones are anyone else's (never removed)."""
+    own, foreign = [], []
+    for folder in DATA_DIRS:
+        for relative in data.list(folder):
+            if relative in committed:
+                continue
+            mine = (is_own_data_file(relative) or is_own_temporary(relative)) and not data.is_link(relative)
+            (own if mine else foreign).append(relative)
+    return own, foreign
+
+
+def _copy_tables(source: duckdb.DuckDBPyConnection, root: Path, allow=()) -> duckdb.DuckDBPyConnection:
+    """A private in-memory database with the base tables of `source` (no view, no macro), locked down."""
+    names = [row[0] for row in source.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal "
+        "AND NOT temporary").fetchall()]
+    tables = {name: source.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in names}
+    con = duckdb.connect()
+    lock_down(con, root, allow)
+    for name, table in tables.items():
+        con.register("copied", table)
+        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM copied')
+        con.unregister("copied")
+    return con
+
+
+def write_marker(path: Path, catalog_id: str) -> None:
+    from kernel_catalog.store.atomic import staged_file
+
+    with staged_file(path) as temporary:
+        temporary.write_text(marker_text(catalog_id))
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = 'BASE TABLE'",
-        [name],
-    ).fetchall()[0][0] > 0
-
-
-def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = 'VIEW'",
         [name],
     ).fetchall()[0][0] > 0

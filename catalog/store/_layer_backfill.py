@@ -43,7 +43,9 @@ def backfill(con: duckdb.DuckDBPyConnection) -> int:
         if not paths:
             continue
         try:
-            table = con.sql("SELECT layer, expert, weights FROM read_parquet(?)", params=[paths]).to_arrow_table()
+            root = con.execute("SELECT current_setting('file_search_path')").fetchall()[0][0]
+            table = con.sql("SELECT layer, expert, weights FROM read_parquet(?)",
+                            params=[[f"{root}/{p}" for p in paths]]).to_arrow_table()
         except duckdb.Error as error:
             raise CatalogError(f"upgrading the catalog: cannot read the kernels of model '{model}' "
                                f"to compute layer metrics ({error_summary(error)})") from None

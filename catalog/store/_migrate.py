@@ -16,6 +16,8 @@ import duckdb
 from kernel_catalog.errors import CatalogError
 
 _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+# From this version on no view is stored in the file (migration 0009; store.views builds them).
+VIEWS_DROPPED_AT = 9
 
 
 @dataclass(frozen=True)

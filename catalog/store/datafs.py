@@ -77,6 +77,7 @@ class DataRoot:
         self.uri = uri.rstrip("/") if uri else None
         self._fs: pafs.FileSystem | None = None
         self._base = ""
+        self._digests: dict[str, str] = {}   # SHA-256 of the files this instance wrote
 
     def __repr__(self) -> str:
         return f"DataRoot({self.uri or str(self.local_root)!r})"
@@ -127,12 +128,17 @@ class DataRoot:
             final.parent.mkdir(parents=True, exist_ok=True)
             with staged_file(final) as temporary:
                 pq.write_table(table, temporary, **options)
+                self._digests[relative] = file_sha256(temporary)
             return final.stat().st_size
 
         def write():
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer, **options)
+            data = buffer.getvalue()
+            self._digests[relative] = hashlib.sha256(data).hexdigest()
             with self.fs.open_output_stream(self.full(relative)) as sink:
-                pq.write_table(table, sink, **options)
-            return self.size(relative)
+                sink.write(data)
+            return data.size
         return self._guard(write)
 
     def write_with(self, relative: str, write: Callable[[Path], None]) -> int:
@@ -140,6 +146,7 @@ class DataRoot:
         with tempfile.TemporaryDirectory(prefix="kc-upload-") as folder:
             local = Path(folder) / Path(relative).name
             write(local)
+            self._digests[relative] = file_sha256(local)
             self.upload(local, relative)
         return self.size(relative)
 
@@ -164,12 +171,93 @@ class DataRoot:
         self._guard(delete)
 
     def list(self, folder: str) -> list[str]:
-        """Every file under `folder`, as relative paths, sorted."""
+        """Every file under `folder`, as relative paths, sorted; locally links are listed as entries
+        (a link to a folder too) and never followed."""
+        if self.is_local:
+            found = []
+            for top, dirs, files in os.walk(self.local_root / folder, followlinks=False):
+                base = Path(top).relative_to(self.local_root).as_posix()
+                links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+                found += [f"{base}/{name}" for name in files + links]
+            return sorted(found)
+
         def listing():
             infos = self.fs.get_file_info(pafs.FileSelector(self.full(folder), recursive=True, allow_not_found=True))
             prefix = len(self._base) + 1
             return sorted(i.path[prefix:] for i in infos if i.type == pafs.FileType.File)
         return self._guard(listing)
+
+    def absolute(self, paths: list[str]) -> list[str]:
+        """Local data files as absolute paths (what a locked-down DuckDB connection may open)."""
+        return [str(self.local_root / p) for p in paths]
+
+    def is_link(self, relative: str) -> bool:
+        return self.is_local and os.path.islink(self.local_root / relative)
+
+    def remove_empty_partitions(self) -> None:
+        """Remove empty partition folders (`kernels/model=...`, `results/run=...`) left after deletes."""
+        if not self.is_local:
+            return                       # object storage has no folders
+        for folder in ("kernels", "results"):
+            top = self.local_root / folder
+            if top.is_dir() and not top.is_symlink():
+                for path in top.iterdir():
+                    if path.name.startswith(("model=", "run=")) and path.is_dir() and not path.is_symlink() \
+                            and not any(path.iterdir()):
+                        path.rmdir()
+
+    def sha256(self, relative: str, fresh: bool = False) -> str:
+        """SHA-256 of a data file: as computed when this instance wrote it, else streamed
+        (`fresh`: always streamed, as `verify` does)."""
+        if not fresh and relative in self._digests:
+            return self._digests[relative]
+        if self.is_local:
+            return file_sha256(self.local_root / relative)
+        digest = hashlib.sha256()
+
+        def stream():
+            with self.fs.open_input_stream(self.full(relative)) as source:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+            return digest.hexdigest()
+        return self._guard(stream)
+
+    def read_marker(self) -> str | None:
+        """The catalog id in the marker at this data root (None: none there)."""
+        from kernel_catalog.store._owned import MARKER_NAME, marker_id, read_marker
+
+        if self.is_local:
+            return read_marker(self.local_root)
+
+        def read():
+            try:
+                with self.fs.open_input_stream(self.full(MARKER_NAME)) as source:
+                    return marker_id(source.read(1 << 16).decode(errors="replace"))
+            except FileNotFoundError:
+                return None
+        return self._guard(read)
+
+    def claim(self, catalog_id: str) -> None:
+        """Mark this (object-storage) data root as the catalog's; refuse one marked by another
+        catalog, or holding files that are not a catalog's, so that no sweep ever removes them."""
+        from kernel_catalog.store._owned import MARKER_NAME, is_own_data_file, marker_text
+
+        found = self.read_marker()
+        if found == catalog_id:
+            return
+        if found is not None:
+            raise CatalogError(f"data root {self.location} belongs to another catalog ({found[:8]}); "
+                               "give each catalog its own prefix")
+        foreign = [p for folder in ("kernels", "results") for p in self.list(folder) if not is_own_data_file(p)]
+        if foreign or self._guard(lambda: [i for i in self.fs.get_file_info(
+                pafs.FileSelector(self.full(""), allow_not_found=True)) if i.base_name not in ("kernels", "results", "catalog.duckdb")]):
+            raise CatalogError(f"data root {self.location} is not empty and is not a catalog's; "
+                               "choose an empty prefix")
+        self._guard(lambda: self._write_bytes(MARKER_NAME, marker_text(catalog_id).encode()))
+
+    def _write_bytes(self, relative: str, data: bytes) -> None:
+        with self.fs.open_output_stream(self.full(relative)) as sink:
+            sink.write(data)
 
     def local_path(self, relative: str) -> Path:
         """A local file with the content of `relative` (downloaded once into the user cache for URI roots)."""
@@ -192,6 +280,14 @@ class DataRoot:
         return self._guard(lambda: ds.dataset([self.full(p) for p in paths], schema=full, format="parquet",
                                               filesystem=self.fs, partitioning=partitioning,
                                               partition_base_dir=self.full(paths[0].split("/")[0])))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def kernel_file_path(model: str, digest: str) -> str:

@@ -1,14 +1,20 @@
 """The SQL views users query: `kernels`, `models`, `layers` (the public interface of the catalog).
 
-`kernels` reads exactly the Parquet files recorded in kernel_files, so it is rebuilt inside every
-write transaction: a file becomes visible in the same commit that records it, never before.
-Paths are relative to the catalog root, which each connection sets as DuckDB's file_search_path,
-so a catalog folder can be moved or copied whole.
+The views are TEMP views that the code builds on every connection the catalog hands out (and
+again inside every write transaction): nothing stored in a catalog file is ever run. `kernels`
+reads exactly the Parquet files recorded in kernel_files, so a file becomes visible in the same
+commit that records it, never before. Paths are relative to the catalog root, which each
+connection sets as DuckDB's file_search_path, so a catalog folder can be moved or copied whole.
+With a data root URI the same views read pyarrow datasets over the URI (no httpfs needed).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import duckdb
 
+from kernel_catalog.store._sandbox import check_recorded_paths
+from kernel_catalog.store.datafs import DataRoot
 from kernel_catalog.store.kernel_table import KERNEL_SCHEMA
 from kernel_catalog.store.results import DATASETS, dataset_view_sql
 
@@ -28,6 +34,8 @@ _LAYER_META_COLUMNS = {
 
 
 def kernels_view_sql(paths: list[str]) -> str:
+    """SELECT over these kernel files (absolute paths: DuckDB's allowed_directories checks a path
+    before resolving it against file_search_path)."""
     return dataset_view_sql(paths, KERNEL_SCHEMA, "model", KERNEL_COLUMNS)
 
 
@@ -35,36 +43,49 @@ def _paths(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     return [row[0] for row in con.execute(sql, params or []).fetchall()]
 
 
-def _data_root_uri(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The data root URI recorded by `catalog init --data-root` (migration 0007), or None."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings' "
-                       "AND table_type = 'BASE TABLE'").fetchall()[0][0]:
-        return None
-    rows = con.execute("SELECT value FROM settings WHERE key = 'data_root'").fetchall()
-    return rows[0][0] if rows else None
+@lru_cache(maxsize=256)
+def _present_columns(files: tuple[str, ...]) -> frozenset[str]:
+    """The columns some of these result files have (files are never rewritten: cached by name)."""
+    con = duckdb.connect()
+    try:
+        return frozenset(r[0] for r in con.execute("SELECT DISTINCT name FROM parquet_schema(?)", [list(files)]).fetchall())
+    finally:
+        con.close()
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create every view from the committed metadata; call inside the write transaction."""
-    # Data on object storage (settings.data_root): these views stay empty and every connection
-    # the catalog hands out shadows them with TEMP views over the URI (store.remote_views).
-    remote = _data_root_uri(con) is not None
-    paths = [] if remote else _paths(con, "SELECT path FROM kernel_files ORDER BY path")
-    con.execute(f"CREATE OR REPLACE VIEW kernels AS {kernels_view_sql(paths)}")
+def install_views(con: duckdb.DuckDBPyConnection, data: DataRoot) -> None:
+    """Create every view of this connection from its committed metadata, as TEMP views: built by
+    this code on each connection, never stored in (nor read from) the catalog file. Recorded paths
+    are checked first (store._sandbox): a file that is not the catalog's own is never read."""
+    kernel_paths = _paths(con, "SELECT path FROM kernel_files ORDER BY path")
+    result_paths = {name: _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
+                    for name in DATASETS}
+    check_recorded_paths(data.local_root, kernel_paths + [p for ps in result_paths.values() for p in ps],
+                         data.location, local=data.is_local)
+    if data.is_local or not kernel_paths:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS "
+                    f"{kernels_view_sql(data.absolute(kernel_paths) if data.is_local else [])}")
+    else:
+        con.register("_kc_kernels_dataset", data.dataset(kernel_paths, KERNEL_SCHEMA, "model"))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS SELECT {', '.join(KERNEL_COLUMNS)} FROM _kc_kernels_dataset")
     for name, schema in DATASETS.items():
-        files = [] if remote else _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
+        files = result_paths[name]
         columns = ["run"] + schema.names
-        present = {r[0] for r in con.execute("SELECT DISTINCT name FROM parquet_schema(?)", [files]).fetchall()} \
-            if files else None
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns, present)}")
+        if files and not data.is_local:
+            con.register(f"_kc_{name}_dataset", data.dataset(files, schema, "run"))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(columns)} FROM _kc_{name}_dataset")
+            continue
+        files = data.absolute(files)
+        present = _present_columns(tuple(files)) if files else None
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns, present)}")
     con.execute("""
-        CREATE OR REPLACE VIEW runs AS
+        CREATE OR REPLACE TEMP VIEW runs AS
         SELECT run, kind, parent, selection, params, metrics, code_version, device, created_at,
                round(seconds, 2) AS seconds
         FROM run_records ORDER BY created_at""")
-    con.execute("CREATE OR REPLACE VIEW clusters AS SELECT * FROM cluster_records ORDER BY run, kh, kw, cluster")
+    con.execute("CREATE OR REPLACE TEMP VIEW clusters AS SELECT * FROM cluster_records ORDER BY run, kh, kw, cluster")
     con.execute("""
-        CREATE OR REPLACE VIEW models AS
+        CREATE OR REPLACE TEMP VIEW models AS
         SELECT m.model, m.checkpoint_sha256, m.adapter, m.adapter_version, m.trained, m.source,
                m.n_layers, m.n_kernels,
                (SELECT list(DISTINCT l.kh || 'x' || l.kw ORDER BY l.kh || 'x' || l.kw)
@@ -79,7 +100,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
         for name, t in _LAYER_META_COLUMNS.items()
     )
     con.execute(f"""
-        CREATE OR REPLACE VIEW layers AS
+        CREATE OR REPLACE TEMP VIEW layers AS
         SELECT l.model, l.layer, l.expert, l.layer_index, l.depth, l.kh, l.kw, l.n_kernels,
                l.n_nonfinite, l.n_near_zero, l.sparsity, l.variance_entropy,
                {meta_columns},
