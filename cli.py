@@ -25,10 +25,27 @@ from kernel_catalog.store.output import FORMATS as OUTPUT_FORMATS
 READ_WAIT = 10.0   # seconds a reader waits while a writer commits
 
 
+def _remember_force(ctx: click.Context, param, value: bool) -> bool:
+    ctx.meta["force_output"] = value
+    return value
+
+
+def force_output_option(command):
+    """--force: overwrite an existing -o FILE (the one -o rule, store.targets); read by `_force()`."""
+    return click.option("--force", "force_output", is_flag=True, expose_value=False, callback=_remember_force,
+                        help="Overwrite -o FILE if it exists.")(command)
+
+
+def _force() -> bool:
+    return click.get_current_context().meta.get("force_output", False)
+
+
 def output_options(command):
-    """Shared --format / -o options for every command that prints rows (as sqlite-utils does)."""
+    """Shared --format / -o / --force options for every command that prints rows (as sqlite-utils does)."""
+    command = force_output_option(command)
     command = click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
-                           help="Write to FILE (format from its suffix unless --format).")(command)
+                           help="Write to FILE (format from its suffix unless --format); an existing FILE "
+                                "needs --force.")(command)
     command = click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS),
                            help="Output format (default: table on the terminal).")(command)
     return command
@@ -48,7 +65,9 @@ def wait_option(default: float | None = READ_WAIT, help: str = "Seconds to wait 
 
 
 def figure_output_option(command):
-    return click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")(command)
+    command = force_output_option(command)
+    return click.option("-o", "--output", required=True,
+                        help="Figure file: .png, .pdf or .svg (an existing one needs --force).")(command)
 
 
 def replace_option(command):
@@ -87,13 +106,13 @@ def ray_option(command):
 def show(table, fmt: str | None, output: str | None) -> None:
     from kernel_catalog.store.output import format_for, write_rows
 
-    write_rows(table, format_for(output, fmt), output, sys.stdout)
+    write_rows(table, format_for(output, fmt), output, sys.stdout, force=_force())
     if output:
         click.echo(f"wrote {table.num_rows} rows to {output}", err=True)
 
 
 # Commands that write: on a published catalog (--catalog s3://...) they stop before any work.
-WRITE_COMMANDS = {"init", "ingest", "embed", "cluster", "identify", "analyze", "demo", "delete"}
+WRITE_COMMANDS = {"init", "ingest", "embed", "cluster", "identify", "analyze", "demo", "delete"}   # (verify --repair: in verify)
 
 
 def open_catalog(ctx: click.Context):
@@ -186,14 +205,14 @@ def ingest(ctx, sources, adapter, checkpoint, name, random_init, reparam, includ
 
 @cli.command()
 @click.argument("query")
+@click.option("--allow", multiple=True, type=click.Path(exists=True), metavar="PATH",
+              help="A file or folder of yours that QUERY may read (repeatable); by default it reads only the catalog.")
 @output_options
 @wait_option()
 @click.pass_context
-def sql(ctx, query, fmt, output, wait):
+def sql(ctx, query, allow, fmt, output, wait):
     """Run a read-only SQL QUERY over the views (kernels, models, layers, ...)."""
-    from kernel_catalog.store.query import run_query
-
-    show(run_query(open_catalog(ctx), query, wait=wait), fmt, output)
+    show(open_catalog(ctx).sql(query, allow=allow, wait=wait), fmt, output)
 
 
 @cli.command()
@@ -439,6 +458,21 @@ def runs_delete(ctx, run):
 
 
 @cli.command()
+@click.option("--repair", is_flag=True,
+              help="Remove the stray files the catalog owns (a dead write's) and upgrade an older schema; "
+                   "foreign files are only reported.")
+@click.pass_context
+def verify(ctx, repair):
+    """Check the catalog like fsck: schema, markers, every data file's size and SHA-256, strays.
+    Exit status 0: clean; 1: not clean (each problem on a line)."""
+    report = open_catalog(ctx).verify(repair=repair)
+    for line in report.lines():
+        click.echo(line)
+    if not report.clean:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--cache", type=click.Path(file_okay=False), envvar="KERNEL_CATALOG_CACHE",
               default=str(Path.home() / ".cache" / "kernel-catalog"), show_default=True,
               help="Where downloaded model files are kept (env KERNEL_CATALOG_CACHE).")
@@ -483,7 +517,7 @@ def figure_kernels(ctx, where, sort_by, run, limit, seed, scale, output):
     """A grid of kernels (any size, non-square included) on a diverging scale centred at zero."""
     from kernel_catalog.report.figures import figure_kernels as draw
 
-    draw(open_catalog(ctx), output, where=where, sort_by=sort_by, run=run, limit=limit, seed=seed, scale=scale)
+    draw(open_catalog(ctx), output, where=where, sort_by=sort_by, run=run, limit=limit, seed=seed, scale=scale, force=_force())
     _wrote(output)
 
 
@@ -496,7 +530,7 @@ def figure_clusters(ctx, run, scale, output):
     """Prototype (mean kernel) and medoid of every cluster, with name, score and share."""
     from kernel_catalog.report.figures import figure_clusters as draw
 
-    draw(open_catalog(ctx), run, output, scale=scale)
+    draw(open_catalog(ctx), run, output, scale=scale, force=_force())
     _wrote(output)
 
 
@@ -509,7 +543,7 @@ def figure_layers(ctx, run, model, output):
     """Stacked bars: the share of each named cluster per layer of one model."""
     from kernel_catalog.report.figures import figure_layers as draw
 
-    draw(open_catalog(ctx), run, model, output)
+    draw(open_catalog(ctx), run, model, output, force=_force())
     _wrote(output)
 
 
@@ -521,7 +555,7 @@ def figure_classified(ctx, run, output):
     """Classified % per model next to the null model's (Table 1 as a figure)."""
     from kernel_catalog.report.figures import figure_classified as draw
 
-    draw(open_catalog(ctx), run, output)
+    draw(open_catalog(ctx), run, output, force=_force())
     _wrote(output)
 
 
@@ -549,7 +583,7 @@ def figure_layer_profile(ctx, models, where, output):
     """Per-layer sparsity and variance entropy against depth, several models overlaid."""
     from kernel_catalog.report.filterdb_figures import figure_layer_profile as draw
 
-    draw(open_catalog(ctx), output, models=models, where=where)
+    draw(open_catalog(ctx), output, models=models, where=where, force=_force())
     _wrote(output)
 
 
@@ -567,7 +601,7 @@ def figure_layer_profile(ctx, models, where, output):
 def drift(ctx, a, b, by, where, components, bins, figure_path, fmt, output):
     """Distribution drift (CNN Filter DB): symmetric KL of PCA-coefficient histograms, weighted by variance."""
     show(open_catalog(ctx).drift(a=a, b=b, by=by, where=where, components=components, bins=bins,
-                                 figure=figure_path), fmt, output)
+                                 figure=figure_path, force=_force()), fmt, output)
     if figure_path:
         _wrote(figure_path)
 

@@ -111,7 +111,7 @@ class Catalog(_StoreCatalog):
     # -- CNN Filter DB's measures and kernel search ---------------------------------------------
     def drift(self, a: str | None = None, b: str | None = None, *, by: str | None = None,
               where: str | None = None, components: int = 6, bins: int = 32,
-              figure: str | os.PathLike | None = None) -> pa.Table:
+              figure: str | os.PathLike | None = None, force: bool = False) -> pa.Table:
         """Drift between selections `a` and `b` (SQL over kernels), or of every pair `by` model/layer
         (with an optional heatmap `figure`); see `kernel_catalog.analysis.drift`."""
         from kernel_catalog.analysis import drift as d
@@ -126,12 +126,12 @@ class Catalog(_StoreCatalog):
         if figure is not None:
             from kernel_catalog.report.figures import check_output
 
-            check_output(figure)
+            check_output(figure, force=force)
         table = d.drift_by(self, by, where, components, bins)
         if figure is not None:
             from kernel_catalog.report.filterdb_figures import figure_drift_heatmap
 
-            figure_drift_heatmap(table.to_pylist(), figure, title=f"Drift between {by}s")
+            figure_drift_heatmap(table.to_pylist(), figure, title=f"Drift between {by}s", force=force)
         return table
 
     def nearest(self, *, kernel: int | None = None, template: str | None = None,
@@ -166,6 +166,16 @@ class Catalog(_StoreCatalog):
         from kernel_catalog.export.export import export
 
         return export(self, output, query=query, where=where, fmt=fmt, force=force, **kwargs)
+
+
+    def verify(self, repair: bool = False):
+        """fsck: schema, markers, each data file's size and SHA-256, strays; `repair` removes the
+        strays the catalog owns. Returns a VerifyReport (`.clean`, `.lines()`)."""
+        from kernel_catalog.store.verify import verify
+
+        if repair and self.uri:
+            self.refuse_write()
+        return verify(self, repair=repair)
 
 
 def open(path: str | os.PathLike | None = None) -> Catalog:   # noqa: A001 - kc.open reads well

@@ -14,6 +14,7 @@ from kernel_catalog.analysis.cluster_run import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
+from kernel_catalog.store.targets import OUTPUT_MARKER
 from kernel_catalog.report.gallery import write_gallery
 from kernel_catalog.report.report import report
 from kernel_catalog.ingest import ingest
@@ -147,8 +148,21 @@ def test_replace_refusals_and_determinism(site, tmp_path):
     assert_one_line_error(run_cli("gallery", "--run", "ae", "-o", str(tmp_path / "other"), env=env), "cluster run")
     assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(target), env=env), "--force")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]           # no staging folder left behind
-    write_gallery(catalog, "r", target, force=True)
-    assert not (target / "notes.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    # --force replaces only a folder this tool wrote: not the user's, not the working directory, not the catalog
+    with pytest.raises(CatalogError, match="not written by kernel-catalog"):
+        write_gallery(catalog, "r", target, force=True)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", ".", "--force", env=env), "working directory")
+    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(catalog.root), "--force", env=env), "catalog")
+    (catalog.root.parent / OUTPUT_MARKER).write_text("a marker copied where it does not belong")
+    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(catalog.root.parent), "--force", env=env),
+                          "holding a kernel catalog")
+    assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 864}]
+    (target / "notes.txt").unlink()
+    write_gallery(catalog, "r", target)
+    (target / "stale.txt").write_text("left by an earlier gallery")
+    write_gallery(catalog, "r", target, force=True)        # its own output: replaced whole
+    assert not (target / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
     first = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     second = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     assert first.keys() == second.keys()

@@ -80,7 +80,8 @@ def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = pr
     else:
         echo(f"analysis run '{ANALYSIS_RUN}' already in the catalog (`catalog runs delete {ANALYSIS_RUN}` "
              f"and `catalog runs delete {ANALYSIS_RUN}-ae` to redo it)")
-    figures = paper_figures(catalog, ANALYSIS_RUN, figures_dir or catalog.root / "figures")
+    # the demo's own figures: a rerun redraws them (force)
+    figures = paper_figures(catalog, ANALYSIS_RUN, figures_dir or catalog.root / "figures", force=True)
     echo("figures: " + ", ".join(str(path) for path in figures.values()))
     for line in seed_stability_lines(run_record(catalog, ANALYSIS_RUN)) + verdict_warnings(catalog, ANALYSIS_RUN):
         echo(line)

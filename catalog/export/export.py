@@ -126,10 +126,11 @@ def _check_target(output: str, force: bool) -> Path:
         raise CatalogError(f"export: folder {folder} is not writable; choose another -o")
     if target.is_dir():
         raise CatalogError(f"export: {target} is a folder; give a file name with -o")
-    manifest = manifest_path_for(target)
-    for existing in (target, manifest):
-        if existing.exists() and not force:
-            raise CatalogError(f"export: {existing} already exists; pass --force to overwrite it")
+    for path in (target, manifest_path_for(target)):   # the -o rule of every output (store.targets)
+        try:
+            output_file(path, force)
+        except CatalogError as error:
+            raise CatalogError(f"export: {error}") from None
     return target
 
 

@@ -34,6 +34,7 @@ from kernel_catalog.errors import CatalogError
 from kernel_catalog.report import _figures_data as data
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.atomic import staged_file
+from kernel_catalog.store.targets import output_file
 
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 SCALES = data.SCALES
@@ -88,27 +89,23 @@ def label_color(label: str) -> str:
 
 # ---------------------------------------------------------------- output
 
-def check_output(path: str | os.PathLike, formats: dict[str, str] = FORMATS) -> tuple[Path, str]:
-    """The target path and its format, checked before any work: a known extension and an
-    existing folder."""
+def check_output(path: str | os.PathLike, formats: dict[str, str] = FORMATS, force: bool = False) -> tuple[Path, str]:
+    """The target path and its format, checked before any work: a known extension, and the rule of
+    every -o (store.targets: an existing file only with `force`, never part of a catalog)."""
     target = Path(path)
     fmt = formats.get(target.suffix.lower())
     if fmt is None:
         raise CatalogError(f"{path}: unknown figure format '{target.suffix or '(none)'}'; "
                            f"use {', '.join(formats)}")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise CatalogError(f"{path}: folder {parent} does not exist; create it first")
-    if target.is_dir():
-        raise CatalogError(f"{path}: is a folder; give a file name")
+    target = output_file(path, force)
     return target, fmt
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, title: str | None = None, dpi: int = PNG_DPI,
-                durable: bool = True) -> Path:
+                durable: bool = True, force: bool = False) -> Path:
     """Save `fig` atomically (catalog.atomic: temporary file, then rename) in the format of the
     extension, with metadata free of dates and versions so the same figure gives the same bytes."""
-    target, fmt = check_output(path)
+    target, fmt = check_output(path, force=force)
     metadata = dict(_METADATA[fmt])
     if title:
         metadata["Title"] = title
@@ -237,17 +234,17 @@ def kernels_caption(sample: data.KernelSample) -> str:
 
 def figure_kernels(catalog: Catalog, output: str | os.PathLike, where: str | None = None,
                    sort_by: str | None = None, run: str | None = None, limit: int = data.DEFAULT_LIMIT,
-                   seed: int = 0, scale: str = "shared") -> Figure:
+                   seed: int = 0, scale: str = "shared", force: bool = False) -> Figure:
     """`catalog figure kernels`: a grid of the kernels matching `where` (sampled to `limit`
     with `seed` beyond it), sorted and grouped by `sort_by`."""
-    check_output(output)
+    check_output(output, force=force)
     if scale not in SCALES:
         raise CatalogError(f"--scale {scale}: choose one of {', '.join(SCALES)}")
     sample = data.kernel_sample(catalog, where, sort_by, run, limit, seed)
     title = f"Kernels{f' where {where}' if where else ''}"
     caption = kernels_caption(sample) + (f"; clusters of run {run}" if run and sort_by == "cluster" else "")
     fig = draw_kernel_grid(sample.kernels, sample.groups, scale, title=_shorten(title, 120), caption=caption)
-    save_figure(fig, output, title=f"{title}: {caption}")
+    save_figure(fig, output, title=f"{title}: {caption}", force=force)
     return fig
 
 
@@ -349,13 +346,13 @@ def _text_color(label: str) -> str:
     return "0.45" if label == UNMATCHED else "black"
 
 
-def figure_clusters(catalog: Catalog, run: str, output: str | os.PathLike, scale: str = "shared") -> Figure:
+def figure_clusters(catalog: Catalog, run: str, output: str | os.PathLike, scale: str = "shared", force: bool = False) -> Figure:
     """`catalog figure clusters`: prototype and medoid of every cluster of a cluster run."""
-    check_output(output)
+    check_output(output, force=force)
     clusters = data.cluster_prototypes(catalog, run)
     title = f"Clusters of run {run}: name (a|b: margin below {AMBIGUOUS_MARGIN}), cos to template, margin m, share of its size"
     fig = draw_clusters(clusters, scale, title=title)
-    save_figure(fig, output, title=title)
+    save_figure(fig, output, title=title, force=force)
     return fig
 
 
@@ -392,13 +389,13 @@ def draw_layer_shares(shares: data.LayerShares, title: str | None = None) -> Fig
     return fig
 
 
-def figure_layers(catalog: Catalog, run: str, model: str, output: str | os.PathLike) -> Figure:
+def figure_layers(catalog: Catalog, run: str, model: str, output: str | os.PathLike, force: bool = False) -> Figure:
     """`catalog figure layers`: cluster shares per layer of one model (the paper's Figure 8)."""
-    check_output(output)
+    check_output(output, force=force)
     shares = data.layer_shares(catalog, run, model)
     fig = draw_layer_shares(shares)
     fig.shares = shares
-    save_figure(fig, output, title=f"Cluster shares per layer of {model}, run {run}")
+    save_figure(fig, output, title=f"Cluster shares per layer of {model}, run {run}", force=force)
     return fig
 
 
@@ -432,13 +429,13 @@ def draw_classified(rows: Sequence[dict], title: str | None = None) -> Figure:
     return fig
 
 
-def figure_classified(catalog: Catalog, run: str, output: str | os.PathLike) -> Figure:
+def figure_classified(catalog: Catalog, run: str, output: str | os.PathLike, force: bool = False) -> Figure:
     """`catalog figure classified`: classified % vs the null model per model (Table 1)."""
-    check_output(output)
+    check_output(output, force=force)
     rows = data.classified_table(catalog, run)
     title = f"Classified kernels per model (usable kernels), run {run}"
     fig = draw_classified(rows, title=title)
-    save_figure(fig, output, title=title)
+    save_figure(fig, output, title=title, force=force)
     return fig
 
 
@@ -452,20 +449,21 @@ def largest_model(catalog: Catalog, run: str) -> str:
 
 
 def paper_figures(catalog: Catalog, run: str, out_dir: str | os.PathLike, model: str | None = None,
-                  fmt: str = "png", limit: int = 200, seed: int = 0) -> dict[str, Path]:
+                  fmt: str = "png", limit: int = 200, seed: int = 0, force: bool = False) -> dict[str, Path]:
     """The README's figures for a cluster run: clusters, layers (of `model`, default the one with
-    the most clustered kernels), classified, and a kernel grid sorted by cluster."""
+    the most clustered kernels), classified, and a kernel grid sorted by cluster (existing files
+    of those names are replaced only with `force`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model or largest_model(catalog, run)
     paths = {name: out / f"{name}.{fmt}" for name in ("clusters", "layers", "classified", "kernels")}
-    figure_clusters(catalog, run, paths["clusters"], scale="per-kernel")
-    shares = figure_layers(catalog, run, model, paths["layers"]).shares
-    figure_classified(catalog, run, paths["classified"])
+    figure_clusters(catalog, run, paths["clusters"], scale="per-kernel", force=force)
+    shares = figure_layers(catalog, run, model, paths["layers"], force=force).shares
+    figure_classified(catalog, run, paths["classified"], force=force)
     kh, kw = max(set(shares.sizes), key=lambda s: (shares.sizes.count(s), s)).split("x")
     where = f"model = '{model.replace(chr(39), chr(39) * 2)}' AND kh = {int(kh)} AND kw = {int(kw)}"
     figure_kernels(catalog, paths["kernels"], where=where, sort_by="cluster", run=run, limit=limit,
-                   seed=seed, scale="per-kernel")
+                   seed=seed, scale="per-kernel", force=force)
     return paths
 
 

@@ -76,11 +76,11 @@ def draw_layer_profile(rows: Sequence[dict], title: str | None = None) -> Figure
 
 
 def figure_layer_profile(catalog: Catalog, output: str | os.PathLike, models: Sequence[str] = (),
-                         where: str | None = None) -> Figure:
+                         where: str | None = None, force: bool = False) -> Figure:
     """`catalog figure layer-profile`: sparsity and variance entropy per layer against depth."""
-    check_output(output)
+    check_output(output, force=force)
     fig = draw_layer_profile(layer_profile_rows(catalog, models, where))
-    save_figure(fig, output, title="Per-layer sparsity and variance entropy")
+    save_figure(fig, output, title="Per-layer sparsity and variance entropy", force=force)
     return fig
 
 
@@ -124,7 +124,8 @@ def draw_drift_heatmap(rows: Sequence[dict], title: str | None = None) -> Figure
     return fig
 
 
-def figure_drift_heatmap(rows: Sequence[dict], output: str | os.PathLike, title: str | None = None) -> Figure:
+def figure_drift_heatmap(rows: Sequence[dict], output: str | os.PathLike, title: str | None = None,
+                         force: bool = False) -> Figure:
     fig = draw_drift_heatmap(rows, title)
-    save_figure(fig, output, title=title or "Drift between every pair")
+    save_figure(fig, output, title=title or "Drift between every pair", force=force)
     return fig

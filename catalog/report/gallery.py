@@ -25,6 +25,7 @@ from typing import Callable
 from kernel_catalog.report import figures as fg
 from kernel_catalog.report import _figures_data as data
 from kernel_catalog.errors import CatalogError
+from kernel_catalog.store.targets import mark_output_folder, output_folder
 from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
 from kernel_catalog.analysis.runs import require_run
 from kernel_catalog.store import Catalog
@@ -95,12 +96,7 @@ def _pct(value) -> str:
 
 
 def _check_target(target: Path, force: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise CatalogError(f"{target}: exists and is not a folder; choose another -o")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise CatalogError(f"{target}: folder exists and is not empty; pass --force to replace it")
-    if not target.parent.is_dir():
-        raise CatalogError(f"{target}: folder {target.parent} does not exist; create it first")
+    output_folder(target, force)      # the -o rule: --force replaces only a gallery this tool wrote
 
 
 def write_gallery(catalog: Catalog, run: str, out_dir: str | os.PathLike, force: bool = False,
@@ -112,6 +108,7 @@ def write_gallery(catalog: Catalog, run: str, out_dir: str | os.PathLike, force:
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
         staging.mkdir()
+        mark_output_folder(staging)
         summary = _build(catalog, run, staging, seed, members, echo)
         _swap_into_place(staging, target, force)
     except OSError as error:

@@ -301,18 +301,20 @@ class Catalog:
                 session = WriteSession(self, con)
                 install_views(con, session.data)
                 if not held:
-                    session.remove_orphans()
+                    session.swept = session.remove_orphans()
                 yield session
             finally:
                 con.close()
                 if session is not None and session.committed and not session.data.is_local:
                     _published.publish(self.db_path, session.data.uri)   # after close: checkpointed file
 
-    def sql(self, query: str, params: list | None = None) -> pa.Table:
-        """Run a read-only query and return an Arrow table (`.to_pandas()` if pandas is installed)."""
+    def sql(self, query: str, params: list | None = None, allow: tuple[str, ...] | list[str] = (),
+            wait: float = 10.0) -> pa.Table:
+        """Run a read-only query and return an Arrow table (`.to_pandas()` if pandas is installed);
+        it may read the files or folders named in `allow` besides the catalog's own."""
         from kernel_catalog.store.query import run_query
 
-        return run_query(self, query, params)
+        return run_query(self, query, params, wait=wait, allow=allow)
 
     def sqlalchemy_engine(self):
         """A read-only SQLAlchemy engine (duckdb-engine) for pandas.read_sql and ORM users. With
@@ -339,6 +341,7 @@ class WriteSession:
         self.con = con
         self.data = catalog.data if catalog._data is not None else DataRoot(catalog.root)
         self.committed = False
+        self.swept: list[str] = []     # own strays removed on entering (a dead write's files)
         self._open = False
 
     @contextmanager
@@ -404,16 +407,18 @@ def stray_files(data: DataRoot, committed: set[str]) -> tuple[list[str], list[st
 
 
 def _copy_tables(source: duckdb.DuckDBPyConnection, root: Path, allow=()) -> duckdb.DuckDBPyConnection:
-    """A private in-memory database with the base tables of `source` (no view, no macro), locked down."""
-    names = [row[0] for row in source.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal "
-        "AND NOT temporary").fetchall()]
-    tables = {name: source.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in names}
+    """A private in-memory database with the rows of `source`'s tables, in tables this code's own
+    migrations build at the same version (so constraints hold as in the file); locked down."""
+    version = migrate.current_version(source)
     con = duckdb.connect()
+    migrate.upgrade(con, target=version)
     lock_down(con, root, allow)
-    for name, table in tables.items():
-        con.register("copied", table)
-        con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM copied')
+    names = [row[0] for row in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT internal").fetchall()]
+    for name in names:
+        con.register("copied", source.sql(f'SELECT * FROM "{name}"').to_arrow_table())
+        con.execute(f'DELETE FROM "{name}"')            # (schema_version: the copy's own rows go)
+        con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM copied')
         con.unregister("copied")
     return con
 

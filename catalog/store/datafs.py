@@ -174,6 +174,8 @@ class DataRoot:
         """Every file under `folder`, as relative paths, sorted; locally links are listed as entries
         (a link to a folder too) and never followed."""
         if self.is_local:
+            if os.path.islink(self.local_root / folder):
+                return [folder]          # the data folder itself is a link: one foreign entry, not entered
             found = []
             for top, dirs, files in os.walk(self.local_root / folder, followlinks=False):
                 base = Path(top).relative_to(self.local_root).as_posix()

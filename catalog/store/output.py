@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernel_catalog.store.atomic import staged_file
+from kernel_catalog.store.targets import output_file
 from kernel_catalog.errors import CatalogError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -98,16 +99,14 @@ def to_text_table(table: pa.Table, max_rows: int = 200) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_rows(table: pa.Table, fmt: str, path: str | None, stream: TextIO) -> None:
-    """Write `table` in `fmt` to `path` (atomically) or to `stream`."""
+def write_rows(table: pa.Table, fmt: str, path: str | None, stream: TextIO, force: bool = False) -> None:
+    """Write `table` in `fmt` to `path` (atomically; an existing file only with `force`) or to `stream`."""
     if fmt == "parquet" and path is None:
         raise CatalogError("--format parquet needs -o FILE (Parquet is binary)")
     if path is None:
         stream.write({"table": to_text_table, "csv": to_csv, "json": lambda t: to_json(t) + "\n"}[fmt](table))
         return
-    target = Path(path)
-    if not target.parent.exists():
-        raise CatalogError(f"{path}: folder {target.parent} does not exist; create it first")
+    target = output_file(path, force)
     try:
         with staged_file(target, durable=False) as temporary:
             if fmt == "parquet":

@@ -10,9 +10,12 @@ from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
 
 
-def run_query(catalog: Catalog, query: str, params: list | None = None, wait: float = 10.0) -> pa.Table:
-    """Run SQL on a read-only connection; a bad query is a CatalogError with DuckDB's first line."""
-    with catalog.reader(wait=wait) as con:
+def run_query(catalog: Catalog, query: str, params: list | None = None, wait: float = 10.0,
+              allow: tuple[str, ...] | list[str] = ()) -> pa.Table:
+    """Run SQL on a read-only connection that reads the catalog's files and the files or folders in
+    `allow` (the user's own, named by them), nothing else; a bad query is a CatalogError with
+    DuckDB's first line."""
+    with catalog.reader(wait=wait, allow=allow) as con:
         try:
             return con.sql(query, params=params).to_arrow_table()
         except duckdb.Error as error:
