@@ -146,3 +146,24 @@ def test_without_the_cluster_extra_one_line_says_what_to_install(tmp_path, cls_o
         result = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=300)
         assert_one_line_error(result, "pip install 'kernel-catalog[cluster]'")
     assert not (tmp_path / "d" / "catalog.duckdb").exists()
+
+
+def test_a_data_root_is_owned_by_one_catalog(s3_env, tmp_path, cls_onnx):
+    """Two catalogs on one prefix would each sweep the other's Parquet as orphans: the second is
+    refused, and so is a prefix holding files that are not a catalog's."""
+    import boto3
+
+    bucket = s3_env["BUCKET"]
+    uri = f"s3://{bucket}/shared"
+    first, second = tmp_path / "first", tmp_path / "second"
+    _cli(s3_env, "--catalog", str(first), "init", "--data-root", uri, check=True)
+    _cli(s3_env, "--catalog", str(first), "ingest", str(cls_onnx), check=True)
+    owned = s3_objects(bucket, "shared/")
+    assert "shared/.kernel-catalog" in owned
+    assert_one_line_error(_cli(s3_env, "--catalog", str(second), "init", "--data-root", uri), "another catalog")
+    assert s3_objects(bucket, "shared/") == owned
+    boto3.client("s3").put_object(Bucket=bucket, Key="theirs/report.pdf", Body=b"%PDF")
+    assert_one_line_error(_cli(s3_env, "--catalog", str(second), "init", "--data-root", f"s3://{bucket}/theirs"),
+                          "not empty")
+    assert s3_objects(bucket, "theirs/") == ["theirs/report.pdf"]
+    assert _cli(s3_env, "--catalog", str(first), "verify").returncode == 0

@@ -63,6 +63,7 @@ import pyarrow as pa
 
 from kernel_catalog.store.atomic import fsync_path, remove_dead_temporaries
 from kernel_catalog.errors import CatalogError, error_summary
+from kernel_catalog.store.targets import output_file
 from kernel_catalog.store.faults import crash_point
 from kernel_catalog.export._formats import WRITERS, Tracker, plan_selection
 from kernel_catalog.export.manifest import build_manifest, write_json

@@ -160,12 +160,12 @@ class Catalog:
             if data_root is not None and current != data_root.rstrip("/"):
                 if current is not None or session.committed_paths():
                     raise CatalogError(f"catalog {self.root} already keeps its data at {session.data.location}")
+                claimed = DataRoot(self.root, data_root)
+                claimed.claim(self.catalog_id)       # refuses another's, before anything is recorded
                 with session.transaction() as con:
                     con.execute("INSERT OR REPLACE INTO settings VALUES ('data_root', ?), ('writer', ?)",
                                 [data_root.rstrip("/"), f"{os.uname().nodename}:{self.root}"])
-                self._data = DataRoot(self.root, data_root)
-                self._data.claim(self.catalog_id)
-                session.data = self._data
+                self._data = session.data = claimed
             return session.data
 
     def _claim(self, con: duckdb.DuckDBPyConnection) -> None:
