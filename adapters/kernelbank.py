@@ -10,7 +10,9 @@ Accepted arrays are floating and shaped (N, kh, kw) or (N, 1, kh, kw) with kh * 
   not read as kernels; the extraction meta lists them, but layers stay named after the arrays.
   Other arrays are ignored and listed too.
 
-Arrays are loaded with allow_pickle=False (a bank never needs Python objects). --include and
+Arrays are loaded with allow_pickle=False (a bank never needs Python objects), and each header's
+shape x dtype must equal the bytes that follow it (in the file, or the zip member's size, itself
+bounded by what deflate can expand to) before numpy maps or allocates anything. --include and
 --exclude patterns apply to the array names. Where the kernels came from is not known here:
 `trained=True` is what the user asserts by ingesting a bank.
 """
@@ -18,15 +20,20 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from kernel_catalog.adapters._untrusted import AGAIN, check_nbytes, element_count, refuse_corrupt
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from kernel_catalog.errors import CatalogError, error_summary
+from kernel_catalog.errors import CatalogError
 
 SUFFIXES = (".npy", ".npz")
 INDEX_ARRAYS = ("kernel_id", "model", "layer", "channel")
+_ZIP, _NPY = b"PK\x03\x04", b"\x93NUMPY"
+# numpy writes format 1.0, or 2.0 for headers over 64 kB (3.0 only for non-Latin-1 field names).
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_DEFLATE_MAX_RATIO = 1032    # deflate cannot expand data more than this: a member claiming more lies
 
 
 class KernelBankAdapter:
@@ -44,15 +51,11 @@ class KernelBankAdapter:
         path = Path(source).expanduser()
         if not path.is_file():
             raise CatalogError(f"{path}: kernel bank file not found; check the path")
-        try:
+        with refuse_corrupt(path, "numpy file (save banks with np.save/np.savez)"):
             if path.suffix.lower() == ".npy":
                 layers, meta = read_npy(path, options)
             else:
                 layers, meta = read_npz(path, options)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise CatalogError(f"{path}: not a readable numpy file ({type(exc).__name__}:"
-                               f" {error_summary(exc)}); the file is corrupt, truncated or holds"
-                               " Python objects: save it with np.save/np.savez") from None
         if not layers:
             raise CatalogError(
                 f"{path}: no kernel array found (float (N,kh,kw) or (N,1,kh,kw)"
@@ -63,22 +66,30 @@ class KernelBankAdapter:
 
 
 def read_npy(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer], dict[str, Any]]:
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP)) == _ZIP:
+            raise CatalogError(f"{path}: is an .npz archive, not an .npy array; rename it to .npz")
+        f.seek(0)
+        array_header(f, path.stat().st_size, path, path.stem)   # before numpy maps anything
     array = np.load(path, mmap_mode="r", allow_pickle=False)
-    if not isinstance(array, np.ndarray):       # np.load goes by content: this is a zip (.npz)
-        array.close()
-        raise CatalogError(f"{path}: is an .npz archive, not an .npy array; rename it to .npz")
     layers = [bank_layer(path.stem, array, path)] if select_by_name(path.stem, options) else []
     return layers, {"format": "npy"}
 
 
 def read_npz(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer], dict[str, Any]]:
+    """Each member's header is checked against its size before its data is read (np.load would
+    allocate what a header states first)."""
     layers, index, ignored = [], [], []
-    archive = np.load(path, allow_pickle=False)
-    if isinstance(archive, np.ndarray):         # np.load goes by content: this is one array
-        raise CatalogError(f"{path}: is an .npy array, not an .npz archive; rename it to .npy")
-    with archive:
-        for key in archive.files:
-            array = archive[key]
+    with open(path, "rb") as f:
+        if f.read(len(_NPY)) == _NPY:
+            raise CatalogError(f"{path}: is an .npy array, not an .npz archive; rename it to .npy")
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if info.is_dir() or not info.filename.endswith(".npy"):
+                ignored.append(key)
+                continue
+            array = _member(archive, info, key, path)
             if key in INDEX_ARRAYS and array.ndim == 1:
                 index.append(key)
             elif key == "weights" or (array.ndim in (3, 4) and _floating(array)):
@@ -87,6 +98,33 @@ def read_npz(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer], 
             else:
                 ignored.append(key)
     return layers, {"format": "npz", "index_arrays": index, "ignored_arrays": ignored}
+
+
+def array_header(f: BinaryIO, size: int, path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an .npy header, refused unless the data after it is
+    exactly shape x dtype bytes of `size` (the file's or zip member's) and holds no Python objects."""
+    version = np.lib.format.read_magic(f)
+    if version not in _HEADER_READERS:
+        raise CatalogError(f"{path}: array {name!r} has .npy format {version}; save it with np.save")
+    shape, fortran, dtype = _HEADER_READERS[version](f)
+    if dtype.hasobject:
+        raise CatalogError(f"{path}: array {name!r} holds Python objects (dtype {dtype}); a kernel bank"
+                           " holds float arrays: save it with np.save/np.savez")
+    count = element_count(shape, path, f"array {name!r}")
+    check_nbytes(count * dtype.itemsize, size - f.tell(), path, f"array {name!r}")
+    return shape, fortran, dtype
+
+
+def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, path: Path) -> np.ndarray:
+    """One .npy member, its stated sizes checked before anything is allocated."""
+    ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: _DEFLATE_MAX_RATIO}.get(info.compress_type)
+    if ratio is None or info.file_size > info.compress_size * ratio + 1024:
+        raise CatalogError(f"{path}: member {info.filename!r} claims {info.file_size} bytes from"
+                           f" {info.compress_size} stored (compression {info.compress_type}); {AGAIN}")
+    with archive.open(info) as member:
+        shape, fortran, dtype = array_header(member, info.file_size, path, key)
+        data = member.read()
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def bank_layer(name: str, array: np.ndarray, path: Path) -> DepthwiseLayer:

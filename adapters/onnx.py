@@ -14,7 +14,9 @@ A `Conv` node is taken as a depthwise convolution when
 Weights come from `onnx.numpy_helper.to_array` and are converted to float32 only when they are
 not float32 already, so float32 models are bit-identical and float16 is upcast exactly (float64
 would be rounded; no such model is known). Only the main graph is searched (not the bodies of
-`If`/`Loop`). External-data tensors are read one by one from beside the .onnx file.
+`If`/`Loop`). External-data tensors are read here, one by one, from beside the .onnx file (onnx
+never opens them): every location must stay inside the model's folder (links followed) and every
+offset/length inside its file, all checked before the first byte is read.
 
 Batch norm: the catalog records per layer whether batch norm is *folded into the kernel*
 (`bn_folded`). It is False when a `BatchNormalization` node consumes the conv output (through
@@ -40,10 +42,16 @@ from typing import Any
 
 import numpy as np
 
+from kernel_catalog.adapters._untrusted import (check_nbytes, check_span, contained_file, element_count,
+                                                refuse_corrupt)
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from kernel_catalog.errors import CatalogError, error_summary
+from kernel_catalog.errors import CatalogError
 
 _PASS_THROUGH = {"Identity"}
+# TensorProto numbers (fixed by the ONNX spec; onnx is imported only when a file is read):
+# bytes per element of the types read from external files (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
+_EXTERNAL = 1
+_EXTERNAL_ITEMSIZE = {1: 4, 10: 2, 11: 8, 16: 2}
 
 
 class OnnxAdapter:
@@ -60,65 +68,68 @@ class OnnxAdapter:
 
     def read(self, source: str, options: IngestOptions) -> Extraction:
         path = Path(source).expanduser()
-        model = load_model(path)
-        graph = model.graph
-        tensors = constant_tensors(graph)
-        consumers = consumer_map(graph)
+        with refuse_corrupt(path, "ONNX model"):
+            return _read(path, options)
 
-        layers: list[DepthwiseLayer] = []
-        seen: set[str] = set()
-        for node in graph.node:
-            found = depthwise_weight(node, tensors)
-            if found is None:
-                continue
-            weight_name, tensor = found
-            name = node.name or weight_name
-            if name in seen:            # node names need not be unique in ONNX
-                name = f"{name}/{weight_name}"
-            seen.add(name)
-            if not select_by_name(name, options):
-                continue
-            weights, dtype = _to_float32(tensor, path)
-            meta = conv_meta(node, weights.shape, consumers)
-            meta.update(weight_name=weight_name, dtype=dtype)
-            c, _, kh, kw = weights.shape
-            layers.append(DepthwiseLayer(name=name, weights=weights.reshape(c, kh, kw), meta=meta))
 
-        if not layers:
-            filtered = ", after --include/--exclude" if options.include or options.exclude else ""
-            raise CatalogError(
-                f"{path}: no depthwise convolution found (Conv with group > 1, weight (C,1,kh,kw),"
-                f" kh*kw > 1{filtered});"
-                " check the file, or the --include/--exclude patterns")
-        folded = {layer.meta["bn_folded"] for layer in layers}
-        return Extraction(
-            model=path.stem,
-            source=str(path.resolve()),
-            trained=True,
-            layers=layers,
-            meta={
-                "format": "onnx",
-                "producer": model.producer_name,
-                "producer_version": model.producer_version,
-                "opset": _default_opset(model),
-                "bn_folded": folded.pop() if len(folded) == 1 else "mixed",
-            },
-        )
+def _read(path: Path, options: IngestOptions) -> Extraction:
+    """The depthwise layers of one .onnx file (`OnnxAdapter.read` inside its error edge)."""
+    model = load_model(path)
+    graph = model.graph
+    tensors = constant_tensors(graph)
+    for tensor in tensors.values():     # every external reference checked before any is read
+        if tensor.data_location == _EXTERNAL:
+            external_span(tensor, path)
+    consumers = consumer_map(graph)
+
+    layers: list[DepthwiseLayer] = []
+    seen: set[str] = set()
+    for node in graph.node:
+        found = depthwise_weight(node, tensors)
+        if found is None:
+            continue
+        weight_name, tensor = found
+        name = node.name or weight_name
+        if name in seen:            # node names need not be unique in ONNX
+            name = f"{name}/{weight_name}"
+        seen.add(name)
+        if not select_by_name(name, options):
+            continue
+        weights, dtype = _to_float32(tensor, path)
+        meta = conv_meta(node, weights.shape, consumers)
+        meta.update(weight_name=weight_name, dtype=dtype)
+        c, _, kh, kw = weights.shape
+        layers.append(DepthwiseLayer(name=name, weights=weights.reshape(c, kh, kw), meta=meta))
+
+    if not layers:
+        filtered = ", after --include/--exclude" if options.include or options.exclude else ""
+        raise CatalogError(
+            f"{path}: no depthwise convolution found (Conv with group > 1, weight (C,1,kh,kw),"
+            f" kh*kw > 1{filtered});"
+            " check the file, or the --include/--exclude patterns")
+    folded = {layer.meta["bn_folded"] for layer in layers}
+    return Extraction(
+        model=path.stem,
+        source=str(path.resolve()),
+        trained=True,
+        layers=layers,
+        meta={
+            "format": "onnx",
+            "producer": model.producer_name,
+            "producer_version": model.producer_version,
+            "opset": _default_opset(model),
+            "bn_folded": folded.pop() if len(folded) == 1 else "mixed",
+        },
+    )
 
 
 def load_model(path: Path) -> Any:
-    """onnx.load without external data; every failure becomes one CatalogError line."""
+    """onnx.load without external data (read later by `external_bytes`, within the model's folder)."""
     import onnx
-    from google.protobuf.message import DecodeError
 
     if not path.is_file():
         raise CatalogError(f"{path}: ONNX file not found; check the path")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as exc:
-        raise CatalogError(
-            f"{path}: not a readable ONNX model ({type(exc).__name__}: {error_summary(exc)});"
-            " the file is corrupt or truncated: download it again") from None
+    model = onnx.load(str(path), load_external_data=False)   # a parse error: refuse_corrupt says so
     if not model.HasField("graph"):     # an empty file parses as an empty ModelProto
         raise CatalogError(f"{path}: not an ONNX model (no graph); check the file")
     return model
@@ -193,18 +204,54 @@ def _effective_consumers(output: str, consumers: dict[str, list[Any]]) -> list[A
 
 def _to_float32(tensor: Any, path: Path) -> tuple[np.ndarray, str]:
     """TensorProto -> float32 array (no copy-cast when already float32) and source dtype."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
-    try:
-        array = numpy_helper.to_array(tensor, base_dir=str(path.parent))
-    except (ValueError, OSError, TypeError) as exc:
-        raise CatalogError(
-            f"{path}: cannot read weight tensor {tensor.name!r} ({error_summary(exc)});"
-            " the file or its external data is corrupt or missing: download it again") from None
+    if tensor.data_location == _EXTERNAL:
+        inline = TensorProto()
+        inline.CopyFrom(tensor)
+        inline.ClearField("external_data")
+        inline.data_location = TensorProto.DEFAULT
+        inline.raw_data = external_bytes(tensor, path)
+        tensor = inline
+    array = numpy_helper.to_array(tensor)       # no base_dir: onnx itself never opens a file here
     dtype = str(array.dtype)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
     return np.ascontiguousarray(array), dtype
+
+
+def external_span(tensor: Any, path: Path) -> tuple[Path, int, int | None]:
+    """(file, offset, stated length) of an external-data tensor, after checking that the file lies
+    inside the model's folder and the stated span inside the file; nothing is read."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    what = f"the external data of tensor {tensor.name!r}"
+    target = contained_file(path.parent, info.get("location", ""), path, what)
+    offset = int(info.get("offset") or 0)
+    length = int(info["length"]) if info.get("length") else None
+    check_span(offset, length or 0, target.stat().st_size, path, what)
+    return target, offset, length
+
+
+def external_bytes(tensor: Any, path: Path) -> bytes:
+    """The bytes of one external-data float tensor: exactly dims x dtype, from inside its file."""
+    from onnx import helper
+
+    target, offset, length = external_span(tensor, path)
+    itemsize = _EXTERNAL_ITEMSIZE.get(tensor.data_type)
+    what = f"the external data of tensor {tensor.name!r}"
+    if itemsize is None:
+        kind = helper.tensor_dtype_to_string(tensor.data_type)
+        raise CatalogError(f"{path}: {what} is of type {kind}; only float weights are read from external"
+                           " files: convert the model with its weights inside the .onnx file")
+    nbytes = element_count(tensor.dims, path, f"tensor {tensor.name!r}") * itemsize
+    if length is not None:
+        check_nbytes(nbytes, length, path, what)
+    check_span(offset, nbytes, target.stat().st_size, path, what)
+    with open(target, "rb") as f:
+        f.seek(offset)
+        data = f.read(nbytes)
+    check_nbytes(nbytes, len(data), path, what)     # the file shrank since it was checked
+    return data
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from kernel_catalog.adapters._untrusted import refuse_corrupt
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
 from kernel_catalog.adapters.torch_checkpoint import TORCH_SUFFIXES, WRAPPER_KEYS, load_torch, unwrap  # noqa: F401 (re-exported)
 from kernel_catalog.errors import CatalogError, error_summary
@@ -53,10 +54,11 @@ class StateDictAdapter:
             raise CatalogError(f"{path}: state dict file not found; check the path")
         if path.stat().st_size == 0:
             raise CatalogError(f"{path}: empty file; get it again")
-        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-            layers, meta = read_safetensors(path, options)
-        else:
-            layers, meta = read_torch(path, options)
+        with refuse_corrupt(path, "state dict"):
+            if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+                layers, meta = read_safetensors(path, options)
+            else:
+                layers, meta = read_torch(path, options)
         if not layers:
             raise CatalogError(
                 f"{path}: no depthwise tensor found (4-D float (C,1,kh,kw), C>1, kh*kw>1"
@@ -84,27 +86,32 @@ def layer_name(tensor_name: str) -> str:
 
 
 def read_safetensors(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer], dict]:
-    """Header first (names, shapes, dtypes); then load only the tensors the rule keeps."""
+    """Header first (names, shapes, dtypes); then load only the tensors the rule keeps.
+
+    safetensors itself refuses a header that is too long (> 100 MB) or longer than the file, offsets
+    that overlap, leave gaps or pass the end, and shapes whose size overflows or differs from their
+    byte span, all when the file is opened: nothing is added here (tests/test_untrusted_models.py).
+    """
     from safetensors import SafetensorError, safe_open
 
     layers = []
     try:
-        # framework="pt": numpy has no bfloat16; torch converts it to float32 exactly.
-        with safe_open(str(path), framework="pt") as f:
-            file_meta = f.metadata()
-            for name in sorted(f.keys(), key=natural_key):
-                view = f.get_slice(name)
-                dtype = view.get_dtype()
-                floating = dtype.startswith("F") or dtype == "BF16"
-                if not is_depthwise_shape(view.get_shape(), floating):
-                    continue
-                if not select_by_name(name, options):
-                    continue
-                weights = _torch_to_float32(f.get_tensor(name))
-                layers.append(_layer(name, weights, _SAFETENSORS_DTYPES.get(dtype, dtype.lower())))
-    except (SafetensorError, OSError) as exc:
+        opened = safe_open(str(path), framework="pt")   # pt: numpy has no bfloat16; torch widens it exactly
+    except SafetensorError as exc:
         raise CatalogError(f"{path}: not a readable safetensors file ({error_summary(exc).split('. ')[0]});"
                            " the file is corrupt or truncated: get it again") from None
+    with opened as f:
+        file_meta = f.metadata()
+        for name in sorted(f.keys(), key=natural_key):
+            view = f.get_slice(name)
+            dtype = view.get_dtype()
+            floating = dtype.startswith("F") or dtype == "BF16"
+            if not is_depthwise_shape(view.get_shape(), floating):
+                continue
+            if not select_by_name(name, options):
+                continue
+            weights = _torch_to_float32(f.get_tensor(name))
+            layers.append(_layer(name, weights, _SAFETENSORS_DTYPES.get(dtype, dtype.lower())))
     return layers, {"format": "safetensors", "metadata": file_meta}
 
 

@@ -1,7 +1,8 @@
 """Reading PyTorch checkpoint files (.pth/.pt/.bin): the one reader the timm and state-dict adapters share.
 
 `load_torch` runs torch.load with weights_only=True (no code in the file runs) and mmap=True where
-the format allows (legacy non-zip files are read whole), and turns every failure into one line
+the format allows (legacy non-zip files are read whole, once a pass on fake tensors has checked the
+storage sizes they state against the file), and turns every failure into one line
 saying which file and what to do. `unwrap` descends the wrappers training scripts put around the
 weights ({"state_dict": ...}, {"model": ...}, ...). A public module rather than `_torch_checkpoint`:
 the package keeps `_modules` inside their own subpackage, and adapters.timm uses this one too.
@@ -30,11 +31,38 @@ def load_torch(path: Path) -> Any:
         except RuntimeError as exc:
             if "mmap" not in str(exc):      # legacy (non-zip) files cannot be memory-mapped
                 raise
+            _check_legacy_sizes(path)
             return torch.load(path, map_location="cpu", weights_only=True)
+    except CatalogError:
+        raise
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, exc) from None
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for one cause: a bad file
         raise _not_a_checkpoint(path, f"{type(exc).__name__}: {error_summary(exc).split('. ')[0]}") from None
+
+
+def _check_legacy_sizes(path: Path) -> None:
+    """A legacy file makes torch allocate each storage at the size its pickle states before reading
+    it: a first pass on fake (meta) tensors reads those sizes; one larger than the file is refused.
+    (Views of one storage come back as separate fake storages, so sizes are bounded one by one.)"""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    largest, stack = 0, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            largest = max(largest, item.untyped_storage().nbytes())
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    size = path.stat().st_size
+    if largest > size:
+        raise CatalogError(f"checkpoint {path} states a tensor storage of {largest} bytes in a {size}-byte"
+                           " file; the file is corrupt or not what it claims to be: get it again")
 
 
 def unwrap(obj: Any, path: Path) -> tuple[Mapping, str | None]:

@@ -41,7 +41,8 @@ class WeightFile:
         try:
             self._safe = safe_open(str(self.path), framework="pt", device="cpu")
         except (SafetensorError, OSError) as exc:
-            raise CatalogError(f"cannot read checkpoint {self.path}: {error_summary(exc)}") from None
+            raise CatalogError(f"cannot read checkpoint {self.path}: not a readable safetensors file"
+                               f" ({error_summary(exc)}); the file is corrupt or truncated: get it again") from None
         self._keys = _clean_keys(self._safe.keys())
         self.shapes = {k: tuple(self._safe.get_slice(f).get_shape()) for k, f in self._keys.items()}
 
