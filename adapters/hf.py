@@ -37,7 +37,11 @@ def parse_source(source: str) -> tuple[str, str | None, str | None]:
     org, repo, revision, file = match.groups()
     if file and "@" in PurePosixPath(file).name and revision is None:     # hf:org/repo/file@rev
         file, _, revision = file.rpartition("@")
-    return f"{org}/{repo}", revision, file
+    repo = hub.check_repo_id(f"{org}/{repo}", source)
+    hub.check_revision(revision, source)
+    if file is not None:
+        hub.check_filename(file, repo, source, typed=True)
+    return repo, revision, file
 
 
 def pick_weights(names: list[str], source: str) -> str:
@@ -163,12 +167,14 @@ class HfAdapter:
                 raise _NotCached
             path = hub.download(repo, main, revision, source)
         try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError):
+            shards = set(json.loads(path.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CatalogError(f"{source}: {main} is not a shard index (no weight_map)") from None
-        folder = PurePosixPath(main).parent
-        return [str(folder / shard) if str(folder) != "." else shard
-                for shard in sorted(set(weight_map.values()))]
+        if not all(isinstance(shard, str) for shard in shards):
+            raise CatalogError(f"{source}: {main} maps tensors to names that are not file names; it is not a shard index")
+        folder = PurePosixPath(main).parent     # a shard name is checked as a path inside the repo
+        return [hub.check_filename(str(folder / shard) if str(folder) != "." else shard, repo, source)
+                for shard in sorted(shards)]
 
 
 class _NotCached(Exception):

@@ -54,42 +54,103 @@ def hf_cache_dir() -> Path:
     return Path("~/.cache/huggingface/hub").expanduser()
 
 
+# Names a hub (or a mirror at HF_ENDPOINT) gives us are data: every one that becomes a cache path
+# or a URL is checked first (repo ids by huggingface_hub's own rule, plus ASCII ORG/NAME).
+_REPO = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REVISION = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def check_repo_id(repo: str, display: str) -> str:
+    """`repo` when it is a hub repo id ORG/NAME (huggingface_hub's rules: no '..', '--', leading or
+    trailing '.'/'-', at most 96 characters); else CatalogError."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+        ok = isinstance(repo, str) and bool(_REPO.match(repo))
+    except HFValidationError:
+        ok = False
+    if not ok:
+        raise CatalogError(f"{display}: {repo!r} is not a hub repo id (ORG/NAME of letters, digits, '.', '_', '-';"
+                           " no '..' or '--'); check the name")
+    return repo
+
+
+def check_revision(revision: str | None, display: str) -> str | None:
+    """`revision` when it is None, a 40-hex commit, or a branch/tag name git allows; else CatalogError."""
+    if revision is None or (isinstance(revision, str) and _COMMIT.match(revision)):
+        return revision
+    parts = revision.split("/") if isinstance(revision, str) else [""]
+    if (any(not p or p.startswith(".") or p.endswith(".lock") for p in parts) or not _REVISION.match(revision)
+            or revision.endswith(".")):
+        raise CatalogError(f"{display}: {revision!r} is not a branch, tag or commit name (no '..', no leading"
+                           " '/' or '.'); check the revision")
+    return revision
+
+
+def check_filename(name: str, repo: str, display: str, typed: bool = False) -> str:
+    """`name` when it is a relative path inside a repo (no '..', '.' or empty parts, not absolute,
+    no backslash or control characters); else CatalogError. `typed`: the user wrote it."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if (any(p in ("", ".", "..") for p in parts) or "\\" in name or re.match(r"^[A-Za-z]:", name)
+            or any(ord(c) < 32 for c in name)):
+        todo = ("check the file name" if typed else
+                "the repo (or the mirror at HF_ENDPOINT) cannot be trusted: do not use it")
+        raise CatalogError(f"{display}: {name!r} is not a file inside {repo} (a relative path without '..',"
+                           f" '.', empty parts or backslashes); {todo}")
+    return name
+
+
 def repo_folder(repo: str) -> Path:
-    return hf_cache_dir() / ("models--" + repo.replace("/", "--"))
+    return hf_cache_dir() / ("models--" + check_repo_id(repo, repo).replace("/", "--"))
 
 
 def cached_file(repo: str, filename: str, revision: str | None) -> Path | None:
     """The local copy of repo/filename at revision (a branch, tag or sha), or None: no network."""
     from huggingface_hub import try_to_load_from_cache
 
+    check_repo_id(repo, repo)
+    check_filename(filename, repo, repo)
+    check_revision(revision, repo)
     found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir(), revision=revision)
     return Path(found) if isinstance(found, str) else None
 
 
 def cached_commit(repo: str, revision: str | None) -> str | None:
     """The commit a cached branch/tag points to (refs/<rev>), or the sha itself."""
-    rev = revision or "main"
-    if re.fullmatch(r"[0-9a-f]{40}", rev):
+    rev = check_revision(revision, repo) or "main"
+    if _COMMIT.match(rev):
         return rev
     ref = repo_folder(repo) / "refs" / rev
-    return ref.read_text().strip() if ref.is_file() else None
+    sha = ref.read_text().strip() if ref.is_file() else None
+    return sha if sha and _COMMIT.match(sha) else None
 
 
 def repo_listing(repo: str, revision: str | None, display: str) -> tuple[str, list[RemoteFile], str | None]:
-    """(commit sha, files with sizes and digests, license) of a hub repo: one metadata request."""
+    """(commit sha, files with sizes and digests, license) of a hub repo: one metadata request.
+
+    What the hub answers is checked: the commit is 40 hex digits, every file name a relative path
+    inside the repo (one that is not refuses the whole listing)."""
     from huggingface_hub import HfApi
 
+    check_repo_id(repo, display)
+    check_revision(revision, display)
     require_online(repo, display)
     try:
         info = HfApi(endpoint=endpoint()).model_info(repo, revision=revision, files_metadata=True,
                                                      timeout=timeout())
     except Exception as exc:  # noqa: BLE001 -- every failure here is about the hub or the network
         raise hub_error(repo, revision, display, exc) from None
+    if not isinstance(info.sha, str) or not _COMMIT.match(info.sha):
+        raise CatalogError(f"{display}: the hub at {endpoint()} gives {repo} the commit {info.sha!r}, not 40 hex"
+                           " digits; the hub (or the mirror at HF_ENDPOINT) cannot be trusted: do not use it")
     files = []
     for sibling in info.siblings or []:
         lfs = getattr(sibling, "lfs", None)
         sha = getattr(lfs, "sha256", None) if lfs else None
-        files.append(RemoteFile(sibling.rfilename, getattr(sibling, "size", None), sha, sha))
+        name = check_filename(sibling.rfilename, repo, display)
+        files.append(RemoteFile(name, getattr(sibling, "size", None), sha, sha))
     return info.sha, files, _license(info)
 
 
@@ -134,6 +195,9 @@ def download(repo: str, filename: str, revision: str | None, display: str) -> Pa
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars
 
+    check_repo_id(repo, display)
+    check_filename(filename, repo, display)
+    check_revision(revision, display)
     require_online(repo, display)
     if not sys.stderr.isatty():
         disable_progress_bars()

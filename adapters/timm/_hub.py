@@ -31,8 +31,11 @@ def resolve_weights(display: str, cfg: Any | None) -> RemoteWeights:
             return _resolve_url(display, cfg.url, cfg)
         raise CatalogError(f"timm has no published weights for {display}; {_HINT}")
     repo, _, revision = cfg.hf_hub_id.partition("@")
-    revision = revision or None
+    hub.check_repo_id(repo, display)
+    revision = hub.check_revision(revision or None, display)
     candidates = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILES
+    for filename in candidates:
+        hub.check_filename(filename, repo, display)
     common = dict(model=display, source=display, repo=repo, license=getattr(cfg, "license", None),
                   cache_dir=str(hub.hf_cache_dir()), cache_before=hub.cache_state(hub.hf_roots(repo)))
     for filename in candidates:
@@ -77,7 +80,11 @@ def torch_hub_dir() -> Path:
 
 
 def _url_path(url: str) -> Path:
-    return torch_hub_dir() / os.path.basename(urlparse(url).path)
+    """Where torch.hub keeps a URL's file: its last path part, which must be a plain file name."""
+    name = os.path.basename(urlparse(url).path)
+    if name in ("", ".", "..") or any(ord(c) < 32 for c in name):
+        raise CatalogError(f"{url}: the URL does not end in a file name; timm's config for it is broken")
+    return torch_hub_dir() / name
 
 
 def _resolve_url(display: str, url: str, cfg: Any) -> RemoteWeights:
