@@ -10,6 +10,7 @@ import pytest
 
 from kernel_catalog.store.faults import CRASH_ENV
 from kernel_catalog.ingest import ingest
+from kernel_catalog.store.verify import verify
 
 from .conftest import run_cli, snapshot
 
@@ -28,6 +29,8 @@ def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
                      "--force", env={CRASH_ENV: point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     after_crash = snapshot(catalog)
+    checked = verify(catalog)                           # consistent; at most the dead writer's own strays
+    assert checked.problems == [] and checked.foreign == [], checked.lines()
     if point in BEFORE_COMMIT:
         assert _views(after_crash) == _views(before)
     else:
@@ -39,6 +42,7 @@ def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
     final = snapshot(catalog)
     assert _views(final) == _views(before)
     assert len(final["files"]) == 1
+    assert verify(catalog).clean
 
 
 def test_kill_during_first_ingest_leaves_no_model(catalog, cls_onnx):
@@ -72,3 +76,5 @@ def test_kill_at_random_moments_never_corrupts(catalog, cls_onnx):
         with catalog.reader() as con:   # every committed file exists and is readable
             n = con.sql("SELECT sum(n_rows) FROM kernel_files").fetchall()[0][0]
             assert n == 864
+        checked = verify(catalog)       # sizes and digests of what is committed hold after any kill
+        assert checked.problems == [] and checked.foreign == [], checked.lines()
