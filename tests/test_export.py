@@ -333,7 +333,7 @@ def test_force_is_needed_to_overwrite(analysed, out):
     target = out / "k3.csv"
     assert _cli(analysed, "--where", "kh = 3", "-o", str(target)).returncode == 0
     first = target.read_bytes()
-    assert_one_line_error(_cli(analysed, "--where", "kh = 5", "-o", str(target)), "already exists", "--force")
+    assert_one_line_error(_cli(analysed, "--where", "kh = 5", "-o", str(target)), "exists; pass --force")
     assert target.read_bytes() == first
     export(analysed, target, where="kh = 5", force=True, progress=False)
     assert target.read_bytes() != first

@@ -76,7 +76,8 @@ def test_colour_scale_is_symmetric_and_shared_or_per_kernel(small, tmp_path):
     assert image.get_cmap().name.startswith("RdBu_r")
     assert image.norm.vmin == -image.norm.vmax
     assert image.norm.vmax == pytest.approx(max(float(np.abs(k).max()) for k in sample.kernels))
-    per_kernel = fg.figure_kernels(catalog, tmp_path / "k.png", where="kh = 5", limit=50, seed=0, scale="per-kernel")
+    per_kernel = fg.figure_kernels(catalog, tmp_path / "k.png", where="kh = 5", limit=50, seed=0, scale="per-kernel",
+                                   force=True)
     (image,) = _images(per_kernel)
     assert (image.norm.vmin, image.norm.vmax) == (-1.0, 1.0)
     values = np.asarray(image.get_array().filled(np.nan))
@@ -104,7 +105,7 @@ def test_non_square_kernels_keep_their_shape(small, tmp_path):
     assert np.array_equal(image[1:10, 12], column[:, 0]) and np.isnan(image[1:10, 11]).all()
     catalog, _ = small
     for where, shape in (("kh = 1", (1, 7)), ("kw = 1", (9, 1)), ("kh <> kw", None)):
-        fig = fg.figure_kernels(catalog, tmp_path / "n.pdf", where=where)
+        fig = fg.figure_kernels(catalog, tmp_path / "n.pdf", where=where, force=True)
         (shown,) = _images(fig)
         ax = shown.axes
         assert ax.get_aspect() == 1.0                                # square pixels: a 1x7 kernel is a band
@@ -168,7 +169,7 @@ def test_failed_write_leaves_nothing_under_the_target(small, tmp_path, monkeypat
 
     monkeypatch.setattr(Figure, "savefig", broken)
     with pytest.raises(CatalogError, match="cannot write"):
-        fg.figure_classified(catalog, "r", target)
+        fg.figure_classified(catalog, "r", target, force=True)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["t.png"]
 
 

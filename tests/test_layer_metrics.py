@@ -125,7 +125,10 @@ def _downgrade_to_before_0006(root) -> None:
     """Make a current catalog look as the version before 0006 wrote it: no metric columns."""
     version = next(m.version for m in migrate.available_migrations() if m.name == "layer_metrics")
     con = duckdb.connect(str(root / "catalog.duckdb"))
-    con.execute("DROP VIEW layers")
+    for table in ("kernel_files", "result_files"):          # 0009
+        con.execute(f"ALTER TABLE {table} DROP COLUMN sha256")
+    con.execute("DROP TABLE settings")                      # 0007
+    con.execute("CREATE VIEW layers AS SELECT * FROM layer_records")   # catalogs then stored their views
     con.execute("ALTER TABLE layer_records DROP COLUMN sparsity")
     con.execute("ALTER TABLE layer_records DROP COLUMN variance_entropy")
     con.execute("DELETE FROM schema_version WHERE version >= ?", [version])
