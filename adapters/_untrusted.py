@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -66,9 +67,12 @@ def check_nbytes(needed: int, held: int, source: Path, what: str) -> None:
 
 @contextmanager
 def refuse_corrupt(source: Path, kind: str) -> Iterator[None]:
-    """The adapter's edge: whatever a parsing library raises on bad bytes becomes one CatalogError."""
+    """The adapter's edge: whatever a parsing library raises on bad bytes becomes one CatalogError,
+    and what it warns about them is not printed (a refusal is one line)."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     except CatalogError:
         raise
     except Exception as exc:  # noqa: BLE001 -- hostile bytes fail anywhere inside a parser

@@ -84,6 +84,10 @@ def read_npz(path: Path, options: IngestOptions) -> tuple[list[DepthwiseLayer], 
         if f.read(len(_NPY)) == _NPY:
             raise CatalogError(f"{path}: is an .npy array, not an .npz archive; rename it to .npy")
     with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if len(set(names)) != len(names):       # np.savez never writes two; a reader keeps either
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise CatalogError(f"{path}: the archive holds two members named {twice[0]!r}; {AGAIN}")
         for info in archive.infolist():
             key = info.filename.removesuffix(".npy")
             if info.is_dir() or not info.filename.endswith(".npy"):

@@ -108,6 +108,7 @@ def _read_model(data: bytes, options: IngestOptions, bounds: _Bounds) -> tuple[l
     code_names = [ops.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "CUSTOM") for c in codes]
     layers: list[DepthwiseLayer] = []
     skipped: list[dict[str, Any]] = []
+    seen: set[str] = set()
     n_ops = 0
     for s in range(bounds.length(model.SubgraphsLength(), "the subgraph table")):
         graph = model.Subgraphs(s)
@@ -133,6 +134,9 @@ def _read_model(data: bytes, options: IngestOptions, bounds: _Bounds) -> tuple[l
             out = graph.Tensors(bounds.index(op.Outputs(0), n_tensors, f"{where}: output tensor index"))
             name = _text(out.Name()) or f"op{i}"
             name = f"subgraph{s}/{name}" if s else name
+            if name in seen:            # tensor names need not be unique: keep layers apart
+                name = f"{name}/op{i}"
+            seen.add(name)
             filt = tensor(op, 1, where)
             shape = _shape(filt)
             if len(shape) != 4 or shape[0] != 1:

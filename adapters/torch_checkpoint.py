@@ -10,6 +10,7 @@ the package keeps `_modules` inside their own subpackage, and adapters.timm uses
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,22 +24,28 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "par
 
 def load_torch(path: Path) -> Any:
     """torch.load(weights_only=True), memory-mapped when possible; CatalogError on a bad file."""
-    import torch
-
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):      # legacy (non-zip) files cannot be memory-mapped
-                raise
-            _check_legacy_sizes(path)
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # torch warns about odd pickles; the refusal is one line
+            warnings.simplefilter("ignore")
+            return _load(path)
     except CatalogError:
         raise
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, exc) from None
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for one cause: a bad file
         raise _not_a_checkpoint(path, f"{type(exc).__name__}: {error_summary(exc).split('. ')[0]}") from None
+
+
+def _load(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):      # legacy (non-zip) files cannot be memory-mapped
+            raise
+    _check_legacy_sizes(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _check_legacy_sizes(path: Path) -> None:
