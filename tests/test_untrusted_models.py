@@ -421,3 +421,15 @@ def test_npz_member_claiming_more_than_it_can_decompress_to_is_refused(filled, t
     path.write_bytes(bytes(data))
     line, _ = refused(filled, str(path), names=str(path), peak_bytes=64 << 20)
     assert "claims 2147483648 bytes" in line
+
+
+def test_npz_with_two_members_of_one_name_is_refused(filled, tmp_path):
+    import warnings
+
+    path = tmp_path / "twice.npz"
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore")         # zipfile warns about the duplicate it writes
+        for fill in (1.0, 2.0):
+            z.writestr("weights.npy", _npy_stating((20, 3, 3))[:-720] + np.full((20, 3, 3), fill, np.float32).tobytes())
+    line, _ = refused(filled, str(path), names=str(path))
+    assert "two members named 'weights.npy'" in line
