@@ -26,6 +26,7 @@ _SOURCE = re.compile(r"^hf:([A-Za-z0-9][\w.\-]*)/([\w.\-]+?)(?:@([\w.\-/]+?))?(?
 _KINDS = (("index", ".safetensors.index.json"), ("file", ".safetensors"), ("index", ".bin.index.json"),
           ("file", ".bin"), ("file", ".pth"), ("file", ".pt"), ("file", ".onnx"), ("file", ".tflite"))
 _PREFERRED = ("model.", "pytorch_model.")
+MAX_INDEX_BYTES = 64 << 20     # a shard index lists tensor names: a few MB for the largest models
 
 
 def parse_source(source: str) -> tuple[str, str | None, str | None]:
@@ -166,6 +167,10 @@ class HfAdapter:
             if local_only:
                 raise _NotCached
             path = hub.download(repo, main, revision, source)
+        size = path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise CatalogError(f"{source}: {main} is {size} bytes, more than a shard index holds"
+                               f" ({MAX_INDEX_BYTES}); the repo cannot be trusted: do not use it")
         try:
             shards = set(json.loads(path.read_text())["weight_map"].values())
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -433,3 +433,12 @@ def test_npz_with_two_members_of_one_name_is_refused(filled, tmp_path):
             z.writestr("weights.npy", _npy_stating((20, 3, 3))[:-720] + np.full((20, 3, 3), fill, np.float32).tobytes())
     line, _ = refused(filled, str(path), names=str(path))
     assert "two members named 'weights.npy'" in line
+
+
+def test_shard_index_larger_than_an_index_is_refused(filled, empty_hub, monkeypatch):
+    from kernel_catalog.adapters import hf
+
+    index = {"metadata": {"padding": "x" * 4096}, "weight_map": {"a.weight": "model-00001-of-00001.safetensors"}}
+    empty_hub.add("acme/bigindex", {"model.safetensors.index.json": json.dumps(index).encode()})
+    monkeypatch.setattr(hf, "MAX_INDEX_BYTES", 1024)      # the real bound (64 MB) would take long to serve
+    refused(filled, "hf:acme/bigindex", names="more than a shard index holds (1024)")
