@@ -14,8 +14,8 @@ import click
 from kernel_catalog.analysis.params import (
     CLUSTER_METHODS, DEVICES, PREPROCESS_METHODS, PRESETS, SPACES, THRESHOLD_RULES, ClusterParams, EmbedParams,
 )
-from kernel_catalog.analysis.drift import BY as DRIFT_BY, DEFAULT_BINS as DRIFT_BINS, DEFAULT_COMPONENTS as DRIFT_COMPONENTS
-from kernel_catalog.analysis.nearest import DEFAULT_K as NEAREST_K, DEFAULT_SIZE as NEAREST_SIZE
+from kernel_catalog.analysis.search import BY as DRIFT_BY, DEFAULT_BINS as DRIFT_BINS, DEFAULT_COMPONENTS as DRIFT_COMPONENTS
+from kernel_catalog.analysis.search import DEFAULT_K as NEAREST_K, DEFAULT_SIZE as NEAREST_SIZE
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.export.export import DEFAULT_BATCH_ROWS, FORMATS as EXPORT_FORMATS
 from kernel_catalog.report import DEFAULT_LIMIT, GROUPINGS, SCALES, SORT_KEYS
@@ -365,7 +365,7 @@ def cluster_options(command):
 def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_threshold, threads, replace,
             ray_address):
     """Cluster an embed run per kernel size and name the clusters by template matching."""
-    from kernel_catalog.analysis.cluster_run import cluster_run
+    from kernel_catalog.analysis.cluster import cluster_run
 
     params = _cluster_params(k, k_max, space, method, seed, templates, name_threshold, threads)
     cluster_run(open_catalog(ctx), run, from_run, params, replace=replace, echo=_echo, ray=ray_address)
@@ -379,7 +379,7 @@ def cluster(ctx, run, from_run, k, k_max, space, method, seed, templates, name_t
 @click.pass_context
 def identify(ctx, run, templates, name_threshold):
     """Name the clusters and kernels of a cluster run against template families."""
-    from kernel_catalog.analysis.cluster_run import identify as run_identify
+    from kernel_catalog.analysis.cluster import identify as run_identify
 
     run_identify(open_catalog(ctx), run, templates, name_threshold, echo=_echo)
     click.echo(f"cluster run {run} renamed with templates {templates}")

@@ -26,10 +26,10 @@ import torch  # noqa: E402
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction  # noqa: E402
 from kernel_catalog.analysis.analyze import analyze  # noqa: E402
 from kernel_catalog.report.report import report  # noqa: E402
-from kernel_catalog.analysis.autoencoder import KernelAutoencoder, cosine_loss, encode, train_autoencoder  # noqa: E402
+from kernel_catalog.analysis.embed.autoencoder import KernelAutoencoder, cosine_loss, encode, train_autoencoder  # noqa: E402
 from kernel_catalog.analysis.params import available_cores  # noqa: E402
 from kernel_catalog.ingest import commit_extraction  # noqa: E402
-from kernel_catalog.analysis.planted import planted_bank, planted_classes  # noqa: E402
+from kernel_catalog.analysis.validation import planted_bank, planted_classes  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
 from kernel_catalog.store import Catalog  # noqa: E402
 

@@ -26,8 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 CHILD = """
 import json, sys, time
-from kernel_catalog.analysis import cluster_blocks
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import _blocks as cluster_blocks, cluster_run
 from kernel_catalog.analysis.params import ClusterParams
 from kernel_catalog.store import Catalog
 catalog, run, blocked, block_rows, threads = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
@@ -43,7 +42,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "rss_mb": hwm / 1024
 
 
 def make_bank(path: Path, n: int) -> None:
-    from kernel_catalog.analysis.planted import planted_bank
+    from kernel_catalog.analysis.validation import planted_bank
 
     base = planted_bank(50, 7, 7, snr=np.inf, seed=0)
     rng = np.random.default_rng(1)

@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from kernel_catalog.analysis import autoencoder as ae  # noqa: E402
-from kernel_catalog.analysis.cross_fit import held_out_cos  # noqa: E402
-from kernel_catalog.analysis.null_model import gaussian_control  # noqa: E402
+from kernel_catalog.analysis.embed import autoencoder as ae  # noqa: E402
+from kernel_catalog.analysis.embed import gaussian_control, held_out_cos  # noqa: E402
 from kernel_catalog.analysis.params import default_threshold  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
 

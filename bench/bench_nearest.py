@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 import kernel_catalog as kc  # noqa: E402
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction  # noqa: E402
-from kernel_catalog.analysis.nearest import top_k  # noqa: E402
+from kernel_catalog.analysis.search import top_k  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
 from kernel_catalog.ingest import commit_extraction  # noqa: E402
 

@@ -125,11 +125,11 @@ def main() -> None:
             # encoding alone (the part that grows with the catalog), the trained model reused
             from importlib import import_module
 
-            from kernel_catalog.analysis._ray import ray_encoder
+            from kernel_catalog.analysis.embed._ray import ray_encoder
             from kernel_catalog.analysis.embed import load_run_models
             from kernel_catalog.analysis.selection import KernelSelection
 
-            embed_step = import_module("kernel_catalog.analysis.embed")
+            embed_step = import_module("kernel_catalog.analysis.embed._run")
             model = load_run_models(local, "e")["7x7"][None]
             selection = KernelSelection(local)
             try:
@@ -142,7 +142,7 @@ def main() -> None:
                 selection.close()
             rows.append(("encode only (read Parquet + preprocess + encode + write)", t_cin, t_cray))
             # cluster: in-process (the size held whole) vs Ray (blocks as tasks), the same partition
-            from kernel_catalog.analysis.cluster_run import cluster_run
+            from kernel_catalog.analysis.cluster import cluster_run
             from kernel_catalog.analysis.params import ClusterParams
 
             t_kin, _ = timed(lambda: cluster_run(local, "c", "e", ClusterParams(k=10)))

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = """
 import json, sys, time
 import numpy as np
-from kernel_catalog.analysis.autoencoder import encode, train_autoencoder
-from kernel_catalog.analysis.clustering import cluster
+from kernel_catalog.analysis.cluster import cluster
+from kernel_catalog.analysis.embed import encode, train_autoencoder
 from kernel_catalog.analysis.preprocess import preprocess
 n, threads, epochs = int(sys.argv[1]), int(sys.argv[2]), 4
 x, _ = preprocess(np.random.default_rng(0).standard_normal((n, 49)).astype(np.float32))

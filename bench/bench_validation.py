@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from kernel_catalog.analysis.planted import PlantedClass  # noqa: E402
+from kernel_catalog.analysis.validation import PlantedClass  # noqa: E402
 from kernel_catalog.analysis.validation import ceiling, validate  # noqa: E402
 
 REPORTED = (PlantedClass("dog", "pos", None), PlantedClass("dog", "neg", None), PlantedClass("deriv1", None, 0.0),

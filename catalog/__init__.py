@@ -29,8 +29,8 @@ _LAZY = {
     "EmbedParams": "kernel_catalog.analysis.params",
     "ClusterParams": "kernel_catalog.analysis.params",
     "preprocess": "kernel_catalog.analysis.preprocess",
-    "planted_bank": "kernel_catalog.analysis.planted",
-    "make_templates": "kernel_catalog.analysis.templates",
+    "planted_bank": "kernel_catalog.analysis.validation",
+    "make_templates": "kernel_catalog.analysis.naming",
 }
 _RENAMED = {"register_adapter": "register"}
 

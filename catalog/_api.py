@@ -86,13 +86,13 @@ class Catalog(_StoreCatalog):
 
     def cluster(self, run: str, from_run: str, *, replace: bool = False, **params):
         """Cluster an embed run; **params are ClusterParams fields (k, space, method, seed, ...)."""
-        from kernel_catalog.analysis.cluster_run import cluster_run
+        from kernel_catalog.analysis.cluster import cluster_run
         from kernel_catalog.analysis.params import ClusterParams
 
         return cluster_run(self, run, from_run, ClusterParams(**params), replace=replace)
 
     def identify(self, run: str, templates: str = "builtin", **kwargs):
-        from kernel_catalog.analysis.cluster_run import identify
+        from kernel_catalog.analysis.cluster import identify
 
         return identify(self, run, templates, **kwargs)
 
@@ -114,7 +114,7 @@ class Catalog(_StoreCatalog):
               figure: str | os.PathLike | None = None, force: bool = False) -> pa.Table:
         """Drift between selections `a` and `b` (SQL over kernels), or of every pair `by` model/layer
         (with an optional heatmap `figure`); see `kernel_catalog.analysis.drift`."""
-        from kernel_catalog.analysis import drift as d
+        from kernel_catalog.analysis import search as d
         from kernel_catalog.errors import CatalogError
 
         if by is None:
@@ -138,7 +138,7 @@ class Catalog(_StoreCatalog):
                 npy: str | os.PathLike | None = None, k: int = 10, where: str | None = None,
                 signless: bool = False, templates: str = "builtin", size: str | None = None) -> pa.Table:
         """The k kernels most like one query (exactly one of kernel / template / npy), highest cosine first."""
-        from kernel_catalog.analysis.nearest import nearest
+        from kernel_catalog.analysis.search import nearest
 
         return nearest(self, kernel=kernel, template=template, npy=None if npy is None else str(npy), k=k,
                        where=where, signless=signless, templates=templates, size=size)

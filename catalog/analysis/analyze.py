@@ -8,11 +8,11 @@ Presets (README, "The analysis"; unconfirmed choices of the paper are parameters
            calibrated thresholds, latent 1/2/3 classified 62/65/60 % of the PP-OCR kernels
            against 5 % of the null: 2 gives the widest gap), and clusters the preprocessed
            kernels themselves (space "kernel": higher ARI on planted banks than the 2-D
-           autoencoder's reconstructions, catalog.analysis.clustering); the rest as paper.
+           autoencoder's reconstructions, analysis.cluster.clustering); the rest as paper.
 """
 from __future__ import annotations
 
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import PRESETS
 from kernel_catalog.store import Catalog

@@ -8,15 +8,19 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-from kernel_catalog.analysis.clustering import METHODS as CLUSTER_METHODS, SPACES
 from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, METHODS as PREPROCESS_METHODS
-from kernel_catalog.analysis.templates import DEFAULT_NAME_THRESHOLD
 
-__all__ = ["CLUSTER_METHODS", "DEFAULT_ALPHA", "DEVICES", "MIN_VERDICT_KERNELS", "PREPROCESS_METHODS", "PRESETS",
-           "SPACES", "THRESHOLD_RULES", "ClusterParams", "EmbedParams", "available_cores", "calibrated_threshold",
-           "default_threshold", "from_record", "published_threshold", "to_record"]
+__all__ = ["CLUSTER_METHODS", "DEFAULT_ALPHA", "DEFAULT_NAME_THRESHOLD", "DEVICES", "MIN_VERDICT_KERNELS",
+           "PREPROCESS_METHODS", "PRESETS", "SPACES", "THRESHOLD_RULES", "ClusterParams", "EmbedParams",
+           "available_cores", "calibrated_threshold", "default_threshold", "from_record", "published_threshold",
+           "size_key", "to_record"]
 
 DEVICES = ("auto", "cpu", "cuda")
+# The cluster stage's choices (cluster.clustering implements them): the feature space clustered
+# and the method; the first of each is the default.
+SPACES = ("kernel", "reconstruction", "latent")
+CLUSTER_METHODS = ("kmeans", "minibatch", "gmm")
+DEFAULT_NAME_THRESHOLD = 0.6   # naming: a best cosine below this is 'unmatched', never forced
 # How each size's classified threshold is chosen (README, "Classified"):
 #   published   the paper's threshold where it published one (7x7 0.3, 5x5 0.2), the calibrated
 #               one for every other size (3x3, bands, 9x9, 11x11);
@@ -25,6 +29,11 @@ DEVICES = ("auto", "cpu", "cuda")
 THRESHOLD_RULES = ("published", "calibrated", "fixed")
 DEFAULT_ALPHA = 0.05          # calibrated: the iid Gaussian null is classified at most this often
 MIN_VERDICT_KERNELS = 1000    # fewer usable kernels of a size than this: the report warns
+
+
+def size_key(kh: int, kw: int) -> str:
+    """A kernel size as runs key it: per-size metrics, threshold and latent overrides ('7x7')."""
+    return f"{kh}x{kw}"
 
 
 def available_cores() -> int:
@@ -88,11 +97,11 @@ class EmbedParams:
 
     def threshold(self, kh: int, kw: int) -> float:
         """The fixed threshold of a size (an explicit override, else the paper's rule by tap count)."""
-        return self.thresholds.get(f"{kh}x{kw}", default_threshold(kh, kw))
+        return self.thresholds.get(size_key(kh, kw), default_threshold(kh, kw))
 
     def threshold_source(self, kh: int, kw: int) -> str:
         """Which threshold a size uses: 'override', 'published', 'fixed' or 'calibrated'."""
-        if f"{kh}x{kw}" in self.thresholds:
+        if size_key(kh, kw) in self.thresholds:
             return "override"
         if self.threshold_rule == "fixed" or not self.null_model:
             return "fixed"
@@ -101,7 +110,7 @@ class EmbedParams:
         return "calibrated"
 
     def latent(self, kh: int, kw: int) -> int:
-        return int(self.latent_dims.get(f"{kh}x{kw}", self.latent_dim))
+        return int(self.latent_dims.get(size_key(kh, kw), self.latent_dim))
 
     def train_kwargs(self, progress: bool, kh: int | None = None, kw: int | None = None) -> dict:
         """Keyword arguments for autoencoder.train_autoencoder (None means its default)."""

@@ -3,6 +3,9 @@
 The catalog database is opened only long enough to learn which Parquet files are committed;
 the kernels are then read from those files through a private in-memory DuckDB, so a long
 training run never holds the catalog and writers are not kept waiting.
+
+Two helpers every stage that reads kernels uses: `weight_rows` (a `weights` column as an (N, k)
+array) and `where_error` (the one message for a `--where` the database refuses).
 """
 from __future__ import annotations
 
@@ -16,11 +19,18 @@ from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
 
 
-def _flat_weights(column: pa.ChunkedArray, k: int) -> np.ndarray:
-    """(N, k) float32 from a list<float> column whose rows all hold k values."""
+def weight_rows(column: pa.ChunkedArray, k: int, dtype=np.float32) -> np.ndarray:
+    """(N, k) array of `dtype` from a list column whose rows all hold k values (`kernels.weights`)."""
     parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
     flat = np.concatenate(parts) if parts else np.empty(0, np.float32)
-    return flat.astype(np.float32, copy=False).reshape(-1, k)
+    return flat.astype(dtype, copy=False).reshape(-1, k)
+
+
+def where_error(where: str, error: Exception, option: str = "--where") -> CatalogError:
+    """The one message for a selection the database refuses: `--where 'x': <its first two lines>`.
+    error: DuckDB's, or the CatalogError of `Catalog.sql` (its 'SQL error: ' prefix is dropped);
+    option: the option that gave the condition (--where, drift's --a / --b)."""
+    return CatalogError(f"{option} {where!r}: {error_summary(error, lines=2).removeprefix('SQL error: ')}")
 
 
 class KernelSelection:
@@ -38,7 +48,7 @@ class KernelSelection:
                 f"SELECT kh, kw, count(*) AS n FROM kernels WHERE ({self.where}) GROUP BY ALL ORDER BY kh, kw"
             ).fetchall()
         except duckdb.Error as error:
-            raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
+            raise where_error(where, error) from None
 
     def sizes(self) -> list[tuple[int, int, int]]:
         """(kh, kw, count) of every kernel size in the selection."""
@@ -55,7 +65,7 @@ class KernelSelection:
         each kernel's model name (N,) as a third array."""
         table = self._query(kh, kw, "kernel_id, weights" + (", model" if with_model else "")).to_arrow_table()
         ids = table.column("kernel_id").to_numpy()
-        weights = _flat_weights(table.column("weights"), kh * kw)
+        weights = weight_rows(table.column("weights"), kh * kw)
         if with_model:
             return ids, weights, np.asarray(table.column("model").to_pylist(), dtype=object)
         return ids, weights
@@ -65,7 +75,7 @@ class KernelSelection:
         reader = self._query(kh, kw, "kernel_id, weights").to_arrow_reader(rows)
         for batch in reader:
             table = pa.Table.from_batches([batch])
-            yield table.column("kernel_id").to_numpy(), _flat_weights(table.column("weights"), kh * kw)
+            yield table.column("kernel_id").to_numpy(), weight_rows(table.column("weights"), kh * kw)
 
     def close(self) -> None:
         self._con.close()

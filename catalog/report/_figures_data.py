@@ -20,7 +20,7 @@ from kernel_catalog.store.query import run_query
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import require_run
 from kernel_catalog.store import Catalog
-from kernel_catalog.analysis.templates import FAMILY_NAMES, UNMATCHED
+from kernel_catalog.analysis.naming import FAMILY_NAMES, UNMATCHED
 
 SORT_KEYS = ("cluster", "model", "layer_index", "l2")
 DEFAULT_LIMIT = 400

@@ -28,8 +28,7 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure   # the object API: no pyplot, no backend switch, no global state
 
-from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN
-from kernel_catalog.analysis.templates import UNMATCHED
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, UNMATCHED
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.report import _figures_data as data
 from kernel_catalog.store import Catalog

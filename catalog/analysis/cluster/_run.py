@@ -2,14 +2,14 @@
 
 Clustering runs per kernel size in the feature space chosen knowingly (default: the
 preprocessed kernels, which recover planted families better than the 2-D autoencoder's
-reconstructions, and those better than raw latent coordinates; see catalog.analysis.clustering). Naming (catalog.analysis.naming) matches each cluster's mean
+reconstructions, and those better than raw latent coordinates; see `clustering`). Naming (`analysis.naming`) matches each cluster's mean
 preprocessed kernel, and each kernel itself, against template families by cosine, sign-aware,
 at any orientation; below the threshold a cluster is `unmatched`, never forced, and a cluster
 whose margin to the next family is small is named `a|b`.
 
-A size is read whole (`cluster_sizes.load_size`) up to `cluster_blocks.IN_MEMORY` usable kernels
+A size is read whole (`_sizes.load_size`) up to `_blocks.IN_MEMORY` usable kernels
 and clustered in blocks above (and with --ray); both build their rows with the same functions
-(`cluster_sizes.label_rows`, `cluster_rows`). A cluster run also measures how stable its
+(`_sizes.label_rows`, `cluster_rows`). A cluster run also measures how stable its
 partition is across seeds (`seed_ari`, see `seed_stability`).
 """
 from __future__ import annotations
@@ -17,47 +17,24 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace as with_changes
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis import templates as tpl
-from kernel_catalog.analysis import cluster_blocks
-from kernel_catalog.analysis.cluster_sizes import (
+from kernel_catalog.analysis.cluster import _blocks
+from kernel_catalog.analysis.cluster._sizes import (
     cluster_rows, label_rows, labelled_blocks, load_size, naming_metrics, size_counts, size_features,
 )
-from kernel_catalog.analysis.clustering import cluster, k_for
-from kernel_catalog.analysis.embed import load_run_models, size_key
-from kernel_catalog.analysis.naming import name_clusters
-from kernel_catalog.errors import CatalogError
-from kernel_catalog.analysis.params import ClusterParams, available_cores
+from kernel_catalog.analysis.cluster.clustering import cluster, k_for
+from kernel_catalog.analysis.embed import load_run_models
+from kernel_catalog.analysis.naming import name_clusters, template_bank
+from kernel_catalog.analysis.params import DEFAULT_NAME_THRESHOLD, ClusterParams, available_cores, size_key
 from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, write_part
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 
 SEED_SAMPLE = 5000                      # seed_ari: at most this many kernels per size (fixed-seed sample)
 SEED_REPEATS = 2                        # seed_ari: this many further seeds
-
-
-def template_bank(spec: str, kh: int, kw: int) -> tpl.TemplateBank:
-    """Templates for one size from a spec: 'builtin', a file, or 'builtin+FILE' (extend; a file's
-    filters of another size, e.g. the 7x7 master keys, are used for that size only)."""
-    parts = spec.split("+") if spec != "builtin" else ["builtin"]
-    bank = None
-    for part in parts:
-        if part == "builtin":
-            found = tpl.make_templates(kh, kw)
-        else:
-            if not Path(part).is_file():
-                raise CatalogError(f"--templates {part}: no such file (use builtin, FILE or builtin+FILE)")
-            try:
-                found = tpl.load_template_file(part, kh, kw)
-            except CatalogError:
-                if "builtin" not in parts:
-                    raise
-                continue   # builtin+FILE: a file of another kernel size extends only its own size
-        bank = found if bank is None else bank + found
-    return bank
 
 
 def seed_stability(features: np.ndarray, labels: np.ndarray, k: int, params: ClusterParams,
@@ -87,7 +64,7 @@ def cluster_run(
     ray: str | None = None,
 ) -> dict:
     """Cluster an embed run's kernels per size, name the clusters, store labels; returns metrics.
-    A size with more than `cluster_blocks.IN_MEMORY` usable kernels is clustered in blocks (fit on
+    A size with more than `_blocks.IN_MEMORY` usable kernels is clustered in blocks (fit on
     a seeded sample, then assigned, named and written block by block), and with `ray` (a Ray
     address) every size is, each block a Ray task: the same partition either way."""
     started = time.perf_counter()
@@ -106,13 +83,13 @@ def cluster_run(
     sizes = [(key, c["kh"], c["kw"]) for key, c in sizes if usable.get((c["kh"], c["kw"]), 0)]
     if not sizes:
         raise CatalogError(f"run '{from_run}' has no usable kernels to cluster")
-    blocked = {key for key, kh, kw in sizes if ray or usable[(kh, kw)] > cluster_blocks.IN_MEMORY}
+    blocked = {key for key, kh, kw in sizes if ray or usable[(kh, kw)] > _blocks.IN_MEMORY}
     label_tables, parts, cluster_tables, metrics = [], [], [], {}
     with catalog.hold() if blocked else nullcontext():   # labels parts are written as blocks go
         for key, kh, kw in sizes:
             bank = template_bank(params.templates, kh, kw)
             if key in blocked:
-                done = cluster_blocks.cluster_in_blocks(catalog, run, parent, kh, kw, models[key], params, bank, ray)
+                done = _blocks.cluster_in_blocks(catalog, run, parent, kh, kw, models[key], params, bank, ray)
                 parts.extend(done.parts)
                 clusters, size_metrics, names, counts = done.clusters, done.metrics, done.names, done.counts
                 features, labels = done.sample_features, done.sample_labels
@@ -146,9 +123,9 @@ def cluster_run(
 
 
 def identify(catalog: Catalog, run: str, templates: str = "builtin",
-             name_threshold: float = tpl.DEFAULT_NAME_THRESHOLD, echo=lambda line: None) -> dict:
+             name_threshold: float = DEFAULT_NAME_THRESHOLD, echo=lambda line: None) -> dict:
     """Re-name the clusters and kernels of a cluster run with other templates (in place). The
-    kernels go through in blocks (`cluster_blocks.BLOCK_ROWS`), whatever their number."""
+    kernels go through in blocks (`_blocks.BLOCK_ROWS`), whatever their number."""
     record = require_run(catalog, run, "cluster")
     params = with_changes(record.cluster_params(), templates=templates, name_threshold=name_threshold)
     clusters = catalog.sql("SELECT * FROM cluster_records WHERE run = ? ORDER BY kh, kw, cluster", [run]).to_pylist()
@@ -161,7 +138,7 @@ def identify(catalog: Catalog, run: str, templates: str = "builtin",
             counts = np.array([c["n_kernels"] for c in rows])
             bank = template_bank(templates, kh, kw)
             found = name_clusters(means, bank, name_threshold)
-            for block, labels in labelled_blocks(catalog, run, parent, kh, kw, cluster_blocks.BLOCK_ROWS):
+            for block, labels in labelled_blocks(catalog, run, parent, kh, kw, _blocks.BLOCK_ROWS):
                 parts.append(write_part(catalog.data, run, "labels", label_rows(block, labels, found, bank, name_threshold)))
             cluster_table = cluster_rows(kh, kw, found, means, counts, [c["medoid_kernel_id"] for c in rows])
             cluster_tables.append(cluster_table)

@@ -11,7 +11,7 @@ are parameters here with these defaults:
   optimiser     Adam, lr 1e-2 (3e-3 got stuck with two families merged for some seeds),
                 cosine decay to 0 over all steps, batch 4096
   epochs        auto: enough epochs for >= 3000 optimiser steps, between 10 and 2000
-Inputs are preprocessed kernels (`catalog.preprocess`, usable rows only).
+Inputs are preprocessed kernels (`analysis.preprocess`, usable rows only).
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def train_autoencoder(
 
     data: an (N, kh*kw) float32 array, or a zero-argument callable returning an iterator of
       (m, kh*kw) float32 arrays (one full pass per call; e.g. Parquet batches through
-      `catalog.preprocess.preprocess_stream`). Chunks of any size are re-batched.
+      `analysis.preprocess.preprocess_stream`). Chunks of any size are re-batched.
     Memory bound when streaming: the shuffle buffer, `shuffle_buffer` rows (default 2^19:
       100 MB for 7x7 float32, about twice that while shuffling) plus one incoming chunk; the
       shuffle is exact within a buffer, so a stream of N <= shuffle_buffer rows gives exactly

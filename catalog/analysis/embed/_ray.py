@@ -1,4 +1,4 @@
-"""`--ray ADDRESS` for embed and cluster: encoding with Ray Data `map_batches`, blocks as Ray tasks.
+"""`catalog embed --ray ADDRESS`: encoding with Ray Data `map_batches`.
 
 The autoencoder is trained on the driver exactly as in-process (in memory up to 2 M kernels of a
 size, streamed from Parquet above), so its weights are the same; encoding, the part that grows
@@ -13,8 +13,7 @@ parts at commit and never holds the embeddings (at 10^9 kernels, ~40 GB). The dr
 writer lock meanwhile, so no other writer removes the parts as orphans; a retried task's dead
 attempt leaves an orphan part, removed at the end of the run.
 
-Cluster runs with --ray go through `cluster_blocks` (fit on a sample, two passes over blocks);
-`ray_map_blocks` runs each block as a task, and the labels parts are written the same way.
+Cluster runs with --ray go through `analysis.cluster` (its own `_ray`: blocks as Ray tasks).
 """
 from __future__ import annotations
 
@@ -24,12 +23,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from kernel_catalog.analysis.selection import weight_rows
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.ray_runtime import MAX_RETRIES, connect, require_shared_data
 from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
-MAX_IN_FLIGHT = 64      # blocks the driver has handed to tasks and not yet collected
 PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
                          ("recon_cos", pa.list_(pa.float32()))])
 
@@ -38,9 +37,6 @@ def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw:
                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A bounded, seeded sample (reservoir, `rows` kernels, one thread: repeatable) of one size of
     the selection, to train on when the selection is too large to hold; (kernel_ids, weights)."""
-    from importlib import import_module
-
-    selection = import_module("kernel_catalog.analysis.selection")
     con = catalog.data_connection(config={"threads": 1})
     try:
         catalog.kernels_view(con, paths)
@@ -51,7 +47,7 @@ def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw:
     finally:
         con.close()
     table = table.sort_by("kernel_id")
-    return table.column("kernel_id").to_numpy(), selection._flat_weights(table.column("weights"), kh * kw)
+    return table.column("kernel_id").to_numpy(), weight_rows(table.column("weights"), kh * kw)
 
 
 def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params, gpu: bool = False) -> pa.Table:
@@ -62,10 +58,8 @@ def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params, 
 
         if torch.cuda.is_available():
             model = dataclasses.replace(model, module=model.module.to("cuda"), device="cuda")
-    from importlib import import_module
-
     # the in-process path's own encoding and weight reading, so both give the same values
-    embed_step, selection = (import_module(f"kernel_catalog.analysis.{m}") for m in ("embed", "selection"))
+    from kernel_catalog.analysis.embed import _run
 
     if "model" in batch.column_names:      # the hive partition value, as DuckDB decodes it
         batch = batch.set_column(batch.column_names.index("model"), "model",
@@ -80,8 +74,8 @@ def _encode_batch(batch: pa.Table, model, kh: int, kw: int, where: str, params, 
     if rows.num_rows == 0:
         return EMBEDDING_SCHEMA.empty_table()
     ids = rows.column("kernel_id").to_numpy()
-    weights = selection._flat_weights(rows.column("weights"), kh * kw)
-    table, _ = embed_step._encode_chunks(model, [(ids, weights)], kh, kw, params)
+    weights = weight_rows(rows.column("weights"), kh * kw)
+    table, _ = _run._encode_chunks(model, [(ids, weights)], kh, kw, params)
     return table
 
 
@@ -135,25 +129,3 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, ru
         return parts, recon_cos
 
     return encode
-
-
-def ray_map_blocks(address: str, fn, blocks, shared: dict) -> list:
-    """fn(block, **shared) for every block as Ray tasks (half a CPU each, retried if a worker
-    dies), results in block order. The driver streams the blocks: at most twice the cluster's
-    CPUs, and at most MAX_IN_FLIGHT, are in flight (~100 MB each at 2^18 7x7 kernels), so the
-    object store holds a few GB at most, never the size (cluster_blocks)."""
-    from kernel_catalog.store.ray_runtime import task_options
-
-    ray = connect(address)
-    task = ray.remote(num_cpus=0.5, max_retries=MAX_RETRIES)(fn)
-    refs = {name: ray.put(value) for name, value in shared.items()}
-    limit = min(MAX_IN_FLIGHT, max(2, int(2 * ray.cluster_resources().get("CPU", 1))))
-    results, pending = {}, {}
-    for i, block in enumerate(blocks):
-        if len(pending) >= limit:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            results[pending.pop(done[0])] = ray.get(done[0])
-        pending[task.options(**task_options()).remote(block, **refs)] = i
-    for ref, i in pending.items():
-        results[i] = ray.get(ref)
-    return [results[i] for i in sorted(results)]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kernel_catalog.analysis.autoencoder import encode, train_autoencoder
+from kernel_catalog.analysis.embed.autoencoder import encode, train_autoencoder
 
 
 def fold_of(n: int, folds: int, seed: int = 0) -> np.ndarray:

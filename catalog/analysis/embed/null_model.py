@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kernel_catalog.analysis.autoencoder import TrainedAutoencoder, classified, encode, train_autoencoder
-from kernel_catalog.analysis.cross_fit import held_out_cos
+from kernel_catalog.analysis.embed.autoencoder import TrainedAutoencoder, classified, encode, train_autoencoder
+from kernel_catalog.analysis.embed.cross_fit import held_out_cos
 from kernel_catalog.analysis.params import default_threshold
 from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, preprocess
 

@@ -14,7 +14,7 @@ in +-jitter px per axis, then centred, unit L2, times an amplitude log-uniform i
 expected cosine to the clean pattern about sqrt(2/3) = 0.82).
 
 The truth of every kernel (class, family, polarity, orientation, scale) comes with the bank;
-`catalog.analysis.validation` scores clustering and naming against it.
+`analysis.validation.validate` scores clustering and naming against it.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_catalog.analysis.templates import PERIOD, default_scales, label_of, render
+from kernel_catalog.analysis.naming.templates import PERIOD, default_scales, label_of, render
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A cluster run works per size. `load_size` reads a size whole (kernel_id order); `size_blocks`
 streams it in blocks and `fit_sample` reads the seeded sample k-means is fitted on, for sizes too
-large to hold (`cluster_blocks`). Every one of them is a `SizeData`: the embed run's rows joined
+large to hold (`_blocks`). Every one of them is a `SizeData`: the embed run's rows joined
 with their kernels, preprocessed as the embed run did. `label_rows` and `cluster_rows` build the
 `labels` and `clusters` rows from a partition and the cluster names; both paths share them.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis import autoencoder as ae
-from kernel_catalog.analysis import templates as tpl
-from kernel_catalog.analysis.clustering import feature_space, sample_mask
-from kernel_catalog.analysis.embed import size_key
-from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, ClusterNames, match
+from kernel_catalog.analysis.cluster.clustering import feature_space, sample_mask
+from kernel_catalog.analysis.embed import encode
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, UNMATCHED, ClusterNames, TemplateBank, match
+from kernel_catalog.analysis.params import size_key
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.runs import RunRecord
+from kernel_catalog.analysis.selection import weight_rows
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.results import CLUSTER_SCHEMA, LABEL_SCHEMA
 
@@ -47,9 +47,7 @@ class SizeData:
 
 
 def _size_data(table: pa.Table, parent: RunRecord, kh: int, kw: int) -> SizeData:
-    weights = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in table.column("weights").chunks]
-                             or [np.empty(0, np.float32)])
-    x, _ = preprocess(weights.astype(np.float32).reshape(-1, kh * kw), parent.preprocess)
+    x, _ = preprocess(weight_rows(table.column("weights"), kh * kw), parent.preprocess)
     return SizeData(kh, kw, table.column("kernel_id").to_numpy(), table.column("usable").to_numpy(zero_copy_only=False),
                     table.column("recon_cos").to_numpy(zero_copy_only=False).astype(np.float32), x,
                     np.asarray(table.column("model").to_pylist(), dtype=object),
@@ -103,14 +101,14 @@ def reconstruct(models: dict, size: SizeData) -> tuple[np.ndarray, np.ndarray]:
     """(z, recon) of the usable kernels, each through its autoencoder (pooled or its model's)."""
     xu, owners = size.x[size.usable], size.models[size.usable]
     if list(models) == [None]:
-        z, recon, _ = ae.encode(models[None], xu)
+        z, recon, _ = encode(models[None], xu)
         return z, recon
     z = recon = None
     for name, model in models.items():
         rows = owners == name
         if not rows.any():
             continue
-        zi, ri, _ = ae.encode(model, xu[rows])
+        zi, ri, _ = encode(model, xu[rows])
         if z is None:
             z, recon = np.zeros((len(xu), zi.shape[1]), np.float32), np.zeros_like(xu, dtype=np.float32)
         z[rows], recon[rows] = zi, ri
@@ -126,7 +124,7 @@ def size_features(size: SizeData, space: str, models: dict) -> np.ndarray:
     return feature_space(space, z=z, recon=recon, kernels=xu)
 
 
-def label_rows(size: SizeData, labels: np.ndarray, names: ClusterNames, bank: tpl.TemplateBank,
+def label_rows(size: SizeData, labels: np.ndarray, names: ClusterNames, bank: TemplateBank,
                name_threshold: float) -> pa.Table:
     """The `labels` rows of a size (or block): each usable kernel's cluster and cluster name, and
     its own best match (`kernel_*`, with the margin it wins by); unusable kernels get NULLs."""
@@ -143,7 +141,7 @@ def label_rows(size: SizeData, labels: np.ndarray, names: ClusterNames, bank: tp
         return pa.array(out, mask=~np.isfinite(out))
 
     cluster_col = full(labels, np.int32, -1)
-    kernel_label = np.where(own.score >= name_threshold, own.label, tpl.UNMATCHED)
+    kernel_label = np.where(own.score >= name_threshold, own.label, UNMATCHED)
     classified = u & (1.0 - np.nan_to_num(size.recon_cos, nan=2.0) < size.threshold)
     return pa.table([
         pa.array(size.ids, pa.int64()), pa.array(np.full(n, size.kh, np.int16)), pa.array(np.full(n, size.kw, np.int16)),
@@ -174,8 +172,8 @@ def cluster_rows(kh: int, kw: int, names: ClusterNames, means: np.ndarray, count
     ], schema=CLUSTER_SCHEMA)
 
 
-def naming_metrics(names: ClusterNames, counts: np.ndarray, usable: int, bank: tpl.TemplateBank) -> dict:
+def naming_metrics(names: ClusterNames, counts: np.ndarray, usable: int, bank: TemplateBank) -> dict:
     """A size's naming metrics: share of usable kernels in named clusters, ambiguous clusters."""
-    named = float(sum(c for c, name in zip(counts, names.names) if name != tpl.UNMATCHED) / max(int(usable), 1))
+    named = float(sum(c for c, name in zip(counts, names.names) if name != UNMATCHED) / max(int(usable), 1))
     return {"named_share": named, "templates": len(bank), "ambiguous_margin": AMBIGUOUS_MARGIN,
             "ambiguous_clusters": int(sum("|" in name for name in names.names))}

@@ -1,6 +1,6 @@
 """Validation on planted banks: does the analysis recover what was planted, at any orientation?
 
-`validate(kh, kw, snr)` draws a planted bank (`catalog.analysis.planted`), clusters it the way a
+`validate(kh, kw, snr)` draws a planted bank (`planted`), clusters it the way a
 cluster run does (k = number of planted classes) and names every kernel by its own best match,
 then scores against the truth:
   ari                  adjusted Rand index between clusters and planted classes
@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel_catalog.analysis.clustering import cluster
-from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match
-from kernel_catalog.analysis.planted import PlantedBank, PlantedClass, planted_bank
+from kernel_catalog.analysis.cluster import cluster
+from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, PERIOD, make_templates, match
 from kernel_catalog.analysis.preprocess import preprocess
-from kernel_catalog.analysis.templates import PERIOD, make_templates
+from kernel_catalog.analysis.validation.planted import PlantedBank, PlantedClass, planted_bank
 
 
 def angle_error(predicted: np.ndarray, truth: np.ndarray, period: np.ndarray) -> np.ndarray:
@@ -70,7 +69,7 @@ def validate(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
     x, usable = preprocess(bank.kernels)
     assert usable.all()
     if features == "reconstruction":
-        from kernel_catalog.analysis import autoencoder as ae
+        from kernel_catalog.analysis.embed import autoencoder as ae
         model = ae.train_autoencoder(x, kh, kw, seed=seed, progress=False, threads=threads)
         _, recon, _ = ae.encode(model, x)
         f = recon / np.linalg.norm(recon, axis=1, keepdims=True).clip(1e-12)

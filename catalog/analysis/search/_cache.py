@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernel_catalog.analysis.preprocess import preprocess
+from kernel_catalog.analysis.selection import weight_rows
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.atomic import remove_dead_temporaries, staged_file
@@ -57,9 +58,7 @@ def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
             .to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             table = pa.Table.from_batches([batch])
-            flat = np.concatenate([c.flatten().to_numpy(zero_copy_only=False)
-                                   for c in table.column("weights").chunks] or [np.empty(0, np.float32)])
-            yield table.column("kernel_id").to_numpy(), flat.astype(np.float32, copy=False).reshape(-1, kh * kw)
+            yield table.column("kernel_id").to_numpy(), weight_rows(table.column("weights"), kh * kw)
     finally:
         con.close()
 

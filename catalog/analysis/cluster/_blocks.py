@@ -2,7 +2,7 @@
 
 Above `IN_MEMORY` usable kernels of a size (2 M, where embedding starts streaming too), and for
 every size with --ray, a cluster run never holds the size:
-  1. k-means is fitted on the seeded sample `cluster_sizes.fit_sample` (at most 200,000 usable
+  1. k-means is fitted on the seeded sample `_sizes.fit_sample` (at most 200,000 usable
      kernels, chosen by kernel id exactly as `clustering.fit_rows_by_id` chooses them in memory:
      the same rows in the same order, so the same centres as for the size held whole);
   2. pass 1 streams the size in blocks of `BLOCK_ROWS` kernels: each usable kernel goes to its
@@ -17,7 +17,7 @@ join from the Parquet and ships the blocks, workers assign, name and write their
 way the partition is the one `clustering.cluster(..., ids=...)` gives the size held whole (mean
 kernels agree to float rounding of the sums). Other methods than k-means (minibatch, gmm) are
 fitted on the sample too, and every kernel goes to its nearest centre. Seed stability
-(`cluster_run.seed_stability`) is measured on the fit sample.
+(`_run.seed_stability`) is measured on the fit sample.
 """
 from __future__ import annotations
 
@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis.cluster_sizes import (
+from kernel_catalog.analysis.cluster import clustering
+from kernel_catalog.analysis.cluster._sizes import (
     SizeData, cluster_rows, fit_sample, label_rows, naming_metrics, size_blocks, size_features,
 )
-from kernel_catalog.analysis import clustering
-from kernel_catalog.analysis.clustering import k_for, nearest_centre
-from kernel_catalog.analysis.naming import ClusterNames, name_clusters
+from kernel_catalog.analysis.cluster.clustering import k_for, nearest_centre
+from kernel_catalog.analysis.naming import ClusterNames, TemplateBank, name_clusters
 from kernel_catalog.analysis.params import ClusterParams
 from kernel_catalog.analysis.runs import RunRecord, StagedPart, write_part
-from kernel_catalog.analysis.templates import TemplateBank
 from kernel_catalog.store import Catalog
 
 IN_MEMORY = 2_000_000       # above this many usable kernels of a size, a cluster run works in blocks
@@ -102,7 +101,7 @@ def write_labels_part(block: SizeData, centres: np.ndarray, remap: np.ndarray, s
 
 def _map(fn, blocks, shared: dict, ray: str | None) -> list:
     if ray:
-        from kernel_catalog.analysis._ray import ray_map_blocks
+        from kernel_catalog.analysis.cluster._ray import ray_map_blocks
 
         return ray_map_blocks(ray, fn, blocks, shared)
     return [fn(block, **shared) for block in blocks]

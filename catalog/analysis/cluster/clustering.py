@@ -15,14 +15,14 @@ still tell apart. "reconstruction" (the unit-normalised reconstructions, the pap
 "latent" (raw latent coordinates: k-means there does poorly, 0.57-0.82 on 7x7 banks, as the
 latent plane is not a space of round blobs) are offered for comparison. For scale: a Bayes
 classifier that knows the generator reaches ARI 0.939 at 5x5 SNR 2 and 0.971 at SNR 3
-(`validation.ceiling`).
+(`analysis.validation.ceiling`).
 
 Methods: "kmeans" = KMeans (n_init=30, Lloyd; 10 restarts left ARI 0.84-0.92 on 5x5 banks where
 30 gave 0.90-0.92: at 10 one seed in four fell into a split-and-merge optimum). Above
 `fit_sample` rows (200,000) it is fitted on a seeded sample of that many rows and every row is
 assigned to its nearest centre (`fit_rows`, `nearest_centre`; a cluster run passes the kernel
 ids, and the sample is then chosen by id, `fit_rows_by_id`: the very sample a size clustered in
-blocks or on Ray fits on, `cluster_blocks`): on 301,000 planted 7x7 kernels (14 classes, SNR 2, one thread) that gave ARI
+blocks or on Ray fits on, `cluster._blocks`): on 301,000 planted 7x7 kernels (14 classes, SNR 2, one thread) that gave ARI
 0.994 for both seeds in 15 s, where MiniBatchKMeans (batch 4096, n_init=3, what this switched to
 before) gave 0.994 and 0.895 in 1 s, and at 1 M kernels split clusters unstably (seed ARI 0.73).
 "minibatch" = MiniBatchKMeans on every row, for speed; "gmm" = full-covariance GaussianMixture
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPACES = ("kernel", "reconstruction", "latent")
+from kernel_catalog.analysis.params import CLUSTER_METHODS as METHODS, SPACES
+
 KMEANS_RESTARTS = 30
-METHODS = ("kmeans", "minibatch", "gmm")
 FIT_SAMPLE = 200_000      # k-means is fitted on at most this many rows (seeded sample), then assigns all
 ASSIGN_BLOCK = 1 << 20    # rows per block when assigning to the nearest centre (bounded memory)
 
@@ -135,7 +135,7 @@ def fit_rows_by_id(ids: np.ndarray, seed: int, method: str = "kmeans",
     """Like `fit_rows`, chosen by kernel id: the `fit_sample` rows whose id XOR `sample_mask(seed)`
     is smallest. Kernel ids are uniform 64-bit hashes, so this is a seeded uniform sample, and
     DuckDB draws the very same one from a size it never holds (ORDER BY xor(kernel_id, mask)
-    LIMIT n, `cluster_sizes.fit_sample`)."""
+    LIMIT n, `cluster._sizes.fit_sample`)."""
     if method != "kmeans" or len(ids) <= fit_sample:
         return None
     key = np.asarray(ids, np.int64) ^ np.int64(sample_mask(seed))

@@ -6,18 +6,17 @@ Query and candidates are preprocessed alike (centre, unit L2: analysis.preproces
 score is the cosine of the centred kernels, sign-aware (an off-centre kernel scores -1 against
 its on-centre twin) unless `signless` (|cosine|). Candidates are the usable kernels of the
 query's size (optionally narrowed by a SQL condition over `kernels`), from a cached,
-memory-mapped matrix (analysis._nearest_cache): one matrix-vector product per search.
+memory-mapped matrix (`_cache`): one matrix-vector product per search.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis import _nearest_cache as cache
 from kernel_catalog.analysis.preprocess import preprocess
+from kernel_catalog.analysis.search import _cache as cache
+from kernel_catalog.analysis.selection import where_error
 from kernel_catalog.errors import CatalogError, error_summary
 from kernel_catalog.store import Catalog
 
@@ -71,29 +70,21 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def template_rows(spec: str, kh: int, kw: int) -> dict[str, np.ndarray]:
-    """Named template rows of one size from 'builtin', a FILE or 'builtin+FILE'.
+    """Named template rows of one size from a --templates spec ('builtin', FILE, 'builtin+FILE'),
+    read by the rule every command uses (`naming.template_bank`).
 
     Names: a template file's filters by their name ('master-key-3'); built-in rows by family and
     polarity as the catalog labels them, plus 'name/variant' for each scale; a name alone means
     its first variant. Oriented (steered) built-in families are not offered: use --npy."""
-    from kernel_catalog.analysis import templates as tpl
+    from kernel_catalog.analysis.naming import template_bank
 
+    bank = template_bank(spec, kh, kw)
     rows: dict[str, np.ndarray] = {}
-    for part in spec.split("+"):
-        if part == "builtin":
-            bank = tpl.make_templates(kh, kw)
-        elif Path(part).is_file():
-            bank = tpl.load_template_file(part, kh, kw)
-        else:
-            raise CatalogError(f"--templates {part}: no such file (use builtin, FILE or builtin+FILE)")
-        n = len(bank.families)
-        variants = getattr(bank, "variants", ("file",) * n)
-        polarities = getattr(bank, "polarities", (None,) * n)
-        for family, polarity, variant, row in zip(bank.families, polarities, variants, bank.matrix):
-            name = f"{family}-{polarity}" if polarity else family
-            rows.setdefault(name, row)
-            if variant != "file":
-                rows.setdefault(f"{name}/{variant}", row)
+    for family, polarity, variant, row in zip(bank.families, bank.polarities, bank.variants, bank.matrix):
+        name = f"{family}-{polarity}" if polarity else family
+        rows.setdefault(name, row)
+        if variant != "file":
+            rows.setdefault(f"{name}/{variant}", row)
     return rows
 
 
@@ -140,7 +131,7 @@ def _selected_ids(con: duckdb.DuckDBPyConnection, where: str, kh: int, kw: int) 
     try:
         table = con.sql(f"SELECT kernel_id FROM kernels WHERE kh = {kh} AND kw = {kw} AND ({where})").to_arrow_table()
     except duckdb.Error as error:
-        raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
+        raise where_error(where, error) from None
     return table.column("kernel_id").to_numpy()
 
 

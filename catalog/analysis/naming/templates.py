@@ -50,7 +50,6 @@ import numpy as np
 
 from kernel_catalog.errors import CatalogError
 
-DEFAULT_NAME_THRESHOLD = 0.6   # best cosine below this: 'unmatched', never forced
 UNMATCHED = "unmatched"
 FAMILY_NAMES: tuple[str, ...] = ("dog", "deriv1", "deriv2", "saddle", "impulse", "square", "cross")
 PERIOD = {"deriv1": 360, "deriv2": 180, "saddle": 180}          # oriented families
@@ -292,6 +291,11 @@ def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateBa
     Block "Filter N:" becomes family "master-key-N" (another header becomes its slug); filters
     are re-centred and scaled to unit norm like every template; no polarity, orientation, scale.
     """
+    return _file_bank(*_read_template_file(path), kh, kw)
+
+
+def _read_template_file(path: str | Path) -> tuple[Path, list[str], list[list[float]]]:
+    """(path, block names, block values) of a template file; a CatalogError if it is unreadable."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -317,6 +321,10 @@ def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateBa
             raise CatalogError(f"{p}:{ln}: not a row of numbers: {line[:60]!r}") from None
     if not blocks:
         raise CatalogError(f"{p}: no 'Filter N:' blocks found")
+    return p, names, blocks
+
+
+def _file_bank(p: Path, names: list[str], blocks: list[list[float]], kh: int, kw: int) -> TemplateBank:
     for name, vals in zip(names, blocks):
         if len(vals) != kh * kw:
             raise CatalogError(f"{p}: block {name!r} has {len(vals)} values, expected {kh}x{kw}={kh * kw}")
@@ -325,3 +333,27 @@ def load_template_file(path: str | Path, kh: int = 7, kw: int = 7) -> TemplateBa
         raise CatalogError(f"{p}: a filter is constant and cannot be used as a template")
     n = len(names)
     return TemplateBank(kh, kw, tuple(names), (None,) * n, (None,) * n, ("file",) * n, unit.astype(np.float32))
+
+
+def template_bank(spec: str, kh: int, kw: int) -> TemplateBank:
+    """The templates of one kernel size from a `--templates` spec, for every command that takes one
+    (cluster, identify, nearest): 'builtin', FILE, or parts joined by '+' ('builtin+FILE'), joined
+    in order. A FILE that does not exist or does not parse is an error. A template file holds
+    filters of one size: with 'builtin' among the parts, a file whose filters are all of another
+    size extends only that size (the 7x7 master keys add to 7x7 and leave 5x5 with the built-in
+    families, so one spec serves a catalog of several sizes); without it, the file is the whole
+    bank, and a filter of another size is an error."""
+    parts = spec.split("+")
+    bank = None
+    for part in parts:
+        if part == "builtin":
+            found = make_templates(kh, kw)
+        else:
+            if not Path(part).is_file():
+                raise CatalogError(f"--templates {part}: no such file (use builtin, FILE or builtin+FILE)")
+            p, names, blocks = _read_template_file(part)
+            if "builtin" in parts and len({len(b) for b in blocks}) == 1 and len(blocks[0]) != kh * kw:
+                continue   # builtin+FILE: a file of another kernel size extends only its own size
+            found = _file_bank(p, names, blocks, kh, kw)
+        bank = found if bank is None else bank + found
+    return bank

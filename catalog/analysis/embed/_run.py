@@ -7,7 +7,7 @@ every report shows; its size is `null_n` in the run's metrics). The null
 also calibrates a threshold: the largest at which it is classified at most alpha of the time
 (`params.calibrated_threshold`). Each size records its fixed (paper) and calibrated thresholds,
 the classified share of the data and of the null at both, and which one it uses
-(`EmbedParams.threshold_source`). Results are appended as a run: embeddings Parquet + the
+(`EmbedParams.threshold_source`; `thresholds`). Results are appended as a run: embeddings Parquet + the
 autoencoder files + a runs row.
 """
 from __future__ import annotations
@@ -19,17 +19,16 @@ from dataclasses import asdict, replace as with_changes
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis import autoencoder as ae, cross_fit
-from kernel_catalog.errors import CatalogError
-from kernel_catalog.analysis.null_model import run_control
-from kernel_catalog.analysis.params import EmbedParams, available_cores, calibrated_threshold
+from kernel_catalog.analysis.embed import autoencoder as ae, cross_fit
+from kernel_catalog.analysis.embed.null_model import run_control
+from kernel_catalog.analysis.embed.thresholds import POOLED, size_metrics
+from kernel_catalog.analysis.params import EmbedParams, available_cores, size_key
 from kernel_catalog.analysis.preprocess import preprocess
-from kernel_catalog.store.results import EMBEDDING_SCHEMA
-from kernel_catalog.analysis.runs import (
-    RunRecord, check_new_run, commit_run, require_run, result_paths, write_part,
-)
+from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, result_paths, write_part
 from kernel_catalog.analysis.selection import KernelSelection
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
+from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 # Above this many kernels of one size, training streams batches from Parquet instead of
 # holding the selection in memory (memory bound: the autoencoder's shuffle buffer, 2^19 rows),
@@ -40,11 +39,6 @@ STREAM_ABOVE = 2_000_000
 # a null of the selection's full count would not fit in memory at 10^8-10^9 kernels.
 NULL_SAMPLE = 2_000_000
 PART_ROWS = 1 << 18   # kernels per embeddings part when a size is streamed
-POOLED = None     # the model key of an autoencoder trained on every model's kernels of a size
-
-
-def size_key(kh: int, kw: int) -> str:
-    return f"{kh}x{kw}"
 
 
 def _stream_factory(selection: KernelSelection, kh: int, kw: int, method: str):
@@ -73,29 +67,6 @@ def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool, folds: 
     return 1.0 - control.recon_cos.astype(np.float64)
 
 
-def classification_metrics(recon_cos: np.ndarray, null_d: np.ndarray | None, kh: int, kw: int,
-                           params: EmbedParams) -> dict:
-    """Thresholds (fixed, calibrated, used) and the classified share of data and null at each."""
-    d = 1.0 - np.asarray(recon_cos, np.float64)
-    fixed = params.threshold(kh, kw)
-    out: dict = {"threshold_fixed": fixed, "classified_fixed": float((d < fixed).mean()) if len(d) else 0.0}
-    source = params.threshold_source(kh, kw)
-    if null_d is not None and len(null_d):
-        cal = calibrated_threshold(null_d, params.alpha)
-        out.update({"alpha": params.alpha, "threshold_calibrated": cal,
-                    "classified_calibrated": float((d < cal).mean()) if len(d) else 0.0,
-                    "null_classified_fixed": float((null_d < fixed).mean()),
-                    "null_classified_calibrated": float((null_d < cal).mean())})
-    elif source == "calibrated":
-        source = "fixed"
-    used = out["threshold_calibrated"] if source == "calibrated" else fixed
-    out.update({"threshold": used, "threshold_source": source,
-                "classified": out["classified_calibrated" if source == "calibrated" else "classified_fixed"]})
-    if null_d is not None and len(null_d):
-        out["null_classified"] = float((null_d < used).mean())
-    return out
-
-
 def embed(
     catalog: Catalog,
     run: str,
@@ -108,7 +79,7 @@ def embed(
     ray: str | None = None,
 ) -> dict:
     """Run the embedding step; returns the run's metrics (per kernel size). ray: a Ray address
-    ('local', 'auto', 'ray://host:port') to encode with Ray Data (analysis._ray)."""
+    ('local', 'auto', 'ray://host:port') to encode with Ray Data (`_ray`)."""
     started = time.perf_counter()
     params = with_changes(params, threads=params.threads or available_cores())   # recorded as used
     check_new_run(catalog, run, replace)
@@ -160,7 +131,7 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
     catalog = selection.catalog
     encode = None
     if ray:
-        from kernel_catalog.analysis._ray import ray_encoder
+        from kernel_catalog.analysis.embed._ray import ray_encoder
 
         encode = ray_encoder(catalog, selection.paths, selection.where, ray, run)
     sizes = selection.sizes()
@@ -186,7 +157,7 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
             if n <= STREAM_ABOVE:
                 ids, weights = selection.load(kh, kw)
             elif encode is not None:   # Ray: train on a bounded seeded sample, encode every kernel
-                from kernel_catalog.analysis._ray import training_sample
+                from kernel_catalog.analysis.embed._ray import training_sample
 
                 ids, weights = training_sample(catalog, selection.paths, selection.where, kh, kw,
                                                STREAM_ABOVE, params.seed)
@@ -212,7 +183,7 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
                                                         f" (a bounded null for {len(recon_cos)} kernels)"))
                 null_d = _null(null_n, kh, kw, params, progress, folds=params.cross_fit if in_sample is not None else 0)
             per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]), in_sample)
-        metrics[key] = _size_metrics(per_group, kh, kw, params, parent)
+        metrics[key] = size_metrics(per_group, kh, kw, params, parent)
         m = metrics[key]
         echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
              + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else "")
@@ -273,48 +244,6 @@ def _held_out(table: pa.Table, data: np.ndarray, kh: int, kw: int, params: Embed
     index = table.schema.get_field_index("recon_cos")
     table = table.set_column(index, table.schema.field(index), pa.array(column, mask=~usable))
     return table, held_out.astype(np.float64)
-
-
-def _size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent: RunRecord | None) -> dict:
-    """A size's metrics: pooled over its groups, plus one entry per model for per-model runs."""
-    key = size_key(kh, kw)
-
-    def one(recon_cos, null_d, model, n, in_sample, inherited: dict) -> dict:
-        if null_d is None and inherited.get("threshold_calibrated") is not None:   # reused: the parent's null
-            m = classification_metrics(recon_cos, None, kh, kw, params)
-            cal = inherited["threshold_calibrated"]
-            d = 1.0 - recon_cos
-            m.update({k: v for k, v in inherited.items() if k.startswith("null_") or k in ("alpha", "threshold_calibrated")})
-            m["classified_calibrated"] = float((d < cal).mean()) if len(d) else 0.0
-            if inherited.get("threshold_source") == "calibrated" and params.threshold_source(kh, kw) == "calibrated":
-                m.update({"threshold": cal, "threshold_source": "calibrated", "classified": m["classified_calibrated"]})
-        else:
-            m = classification_metrics(recon_cos, null_d, kh, kw, params)
-        m.update({"n": n, "usable": int(len(recon_cos)), "final_loss": model.final_loss,
-                  "epochs": model.config["epochs"], "latent_dim": model.config["latent_dim"]})
-        if null_d is not None:
-            m["null_n"] = int(len(null_d))
-        if in_sample is not None:   # cross-fitted: what the in-sample score would have said
-            m["cross_fit"] = params.cross_fit
-            m["classified_in_sample"] = float((1.0 - in_sample < m["threshold"]).mean()) if len(in_sample) else 0.0
-        return m
-
-    inherited = parent.size_metrics(key) if parent is not None else {}
-    if list(per_group) == [POOLED]:
-        return one(*per_group[POOLED], inherited)
-    models = {name: one(*g, inherited.get("models", {}).get(name, {})) for name, g in per_group.items()}
-    usable = sum(m["usable"] for m in models.values())
-    weight = {name: m["usable"] / max(usable, 1) for name, m in models.items()}
-    pooled = {"n": sum(m["n"] for m in models.values()), "usable": usable, "per_model": True, "models": models,
-              "threshold_source": next(iter(models.values()))["threshold_source"]}
-    for field in ("classified", "classified_fixed", "classified_calibrated", "null_classified",
-                  "null_classified_fixed", "null_classified_calibrated", "threshold", "threshold_fixed",
-                  "threshold_calibrated", "classified_in_sample"):
-        if all(field in m for m in models.values()):
-            pooled[field] = float(sum(weight[name] * m[field] for name, m in models.items()))
-    if all("cross_fit" in m for m in models.values()):
-        pooled["cross_fit"] = params.cross_fit
-    return pooled
 
 
 def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tuple[pa.Table, np.ndarray]:

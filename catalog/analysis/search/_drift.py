@@ -30,6 +30,7 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 
+from kernel_catalog.analysis.selection import weight_rows, where_error
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 
@@ -126,7 +127,7 @@ def _load(catalog: Catalog, where: str, what: str, group: str | None = None) -> 
             query = f"SELECT * FROM ({query}) USING SAMPLE reservoir({int(SAMPLE_ROWS)} ROWS) REPEATABLE (0)"
         table = catalog.sql(query)
     except CatalogError as error:
-        raise CatalogError(f"{what} {where!r}: {str(error).removeprefix('SQL error: ')}") from None
+        raise where_error(where, error, what) from None
     if table.num_rows == 0:
         raise CatalogError(f"{what} {where!r}: selects no kernel")
     sizes = sorted(set(zip(table.column("kh").to_pylist(), table.column("kw").to_pylist())))
@@ -135,8 +136,7 @@ def _load(catalog: Catalog, where: str, what: str, group: str | None = None) -> 
         raise CatalogError(f"{what} {where!r}: selects kernels of several sizes ({listed}); drift compares "
                            f"one size: add e.g. 'AND kh = {sizes[0][0]} AND kw = {sizes[0][1]}'")
     kh, kw = sizes[0]
-    flat = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in table.column("weights").chunks])
-    weights = flat.astype(np.float64).reshape(-1, kh * kw)
+    weights = weight_rows(table.column("weights"), kh * kw, np.float64)
     keys = np.asarray(table.column("g").to_pylist(), dtype=object)
     if not group:
         return {what: weights}, (kh, kw)
