@@ -8,13 +8,13 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from kernel_catalog.analysis import embed as embed_module
-from kernel_catalog.analysis.cluster_run import cluster_run, identify
+from kernel_catalog.analysis.embed import _run as embed_module
+from kernel_catalog.analysis.cluster import cluster_run, identify
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import PRESETS, ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
-from kernel_catalog.analysis.planted import planted_bank, planted_classes
+from kernel_catalog.analysis.validation.planted import planted_bank, planted_classes
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import delete_run
 from kernel_catalog.store import Catalog
@@ -253,8 +253,8 @@ def test_same_seed_same_labels_across_processes(planted):
 
 
 def test_template_file_of_another_size_extends_only_its_size():
-    from kernel_catalog.analysis.cluster_run import template_bank
-    from kernel_catalog.analysis.templates import make_templates
+    from kernel_catalog.analysis.naming.templates import template_bank
+    from kernel_catalog.analysis.naming.templates import make_templates
 
     master_keys = MASTER_KEYS
     assert len(template_bank(f"builtin+{master_keys}", 7, 7)) == len(make_templates(7, 7)) + 8

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernel_catalog.analysis.autoencoder import (
+from kernel_catalog.analysis.embed.autoencoder import (
     _minibatches, classified, encode, load, save, train_autoencoder,
 )
 from kernel_catalog.errors import CatalogError

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from kernel_catalog.analysis import cluster_blocks, clustering
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import _blocks as cluster_blocks, clustering
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
-from kernel_catalog.analysis.planted import planted_bank, planted_classes
+from kernel_catalog.analysis.validation.planted import planted_bank, planted_classes
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
@@ -94,7 +94,7 @@ def test_a_run_that_fails_between_blocks_leaves_no_run_and_no_parts(bank_catalog
 
 
 def test_identify_renames_in_blocks_and_replaces_every_part(bank_catalog, monkeypatch):
-    from kernel_catalog.analysis.cluster_run import identify
+    from kernel_catalog.analysis.cluster import identify
 
     from .conftest import MASTER_KEYS
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from kernel_catalog.analysis.clustering import choose_k, cluster, feature_space, fit_rows, nearest_centre
+from kernel_catalog.analysis.cluster.clustering import choose_k, cluster, feature_space, fit_rows, nearest_centre
 
 
 @pytest.fixture(autouse=True)

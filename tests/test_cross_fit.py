@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kernel_catalog.analysis.cross_fit import fold_of, held_out_cos
+from kernel_catalog.analysis.embed.cross_fit import fold_of, held_out_cos
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import EmbedParams
-from kernel_catalog.analysis.planted import planted_bank, planted_classes
+from kernel_catalog.analysis.validation.planted import planted_bank, planted_classes
 from kernel_catalog.ingest import ingest
 from kernel_catalog.report.report import verdict_warnings
 from kernel_catalog.store import Catalog

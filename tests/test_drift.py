@@ -9,7 +9,7 @@ import pytest
 
 from kernel_catalog import open as open_catalog
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
-from kernel_catalog.analysis.drift import drift
+from kernel_catalog.analysis.search import drift
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import commit_extraction
 
@@ -96,7 +96,7 @@ def test_drift_through_the_catalog(cat):
 def test_a_large_selection_is_compared_on_a_seeded_sample(cat, monkeypatch):
     """Above SAMPLE_ROWS a selection is a seeded sample of that many kernels: bounded memory,
     the same numbers every time, close to the drift of every kernel."""
-    from kernel_catalog.analysis import drift as drift_module
+    from kernel_catalog.analysis.search import _drift as drift_module
 
     whole = cat.drift(a="model = 'm0' AND kh = 5", b="model = 'm2' AND kh = 5").to_pylist()[-1]
     monkeypatch.setattr(drift_module, "SAMPLE_ROWS", 300)
@@ -107,7 +107,7 @@ def test_a_large_selection_is_compared_on_a_seeded_sample(cat, monkeypatch):
 
 
 def test_split_half_noise_shrinks_with_size():
-    from kernel_catalog.analysis.drift import split_half
+    from kernel_catalog.analysis.search import split_half
 
     rng = np.random.default_rng(3)
     small, large = (split_half(rng.normal(size=(n, 9))) for n in (64, 4096))

@@ -20,7 +20,7 @@ import kernel_catalog
 from kernel_catalog.adapters.base import IngestOptions
 from kernel_catalog.export import _formats as formats_module
 from kernel_catalog.store import _migrate as migrate
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError

@@ -10,12 +10,12 @@ from matplotlib.figure import Figure
 
 from kernel_catalog.report import figures as fg
 from kernel_catalog.report import _figures_data as data
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
-from kernel_catalog.analysis.planted import planted_bank
+from kernel_catalog.analysis.validation.planted import planted_bank
 from kernel_catalog.store import Catalog
 
 from .conftest import assert_one_line_error, run_cli

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError

@@ -11,7 +11,7 @@ import pytest
 
 from kernel_catalog import open as open_catalog
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
-from kernel_catalog.analysis.nearest import template_rows, top_k
+from kernel_catalog.analysis.search import template_rows, top_k
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import commit_extraction
 

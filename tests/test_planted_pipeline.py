@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from kernel_catalog.analysis.autoencoder import classified, encode, train_autoencoder
-from kernel_catalog.analysis.clustering import cluster, feature_space
+from kernel_catalog.analysis.embed.autoencoder import classified, encode, train_autoencoder
+from kernel_catalog.analysis.cluster.clustering import cluster, feature_space
 from kernel_catalog.analysis.naming import match, name_clusters
-from kernel_catalog.analysis.null_model import gaussian_control, run_control
+from kernel_catalog.analysis.embed.null_model import gaussian_control, run_control
 from kernel_catalog.analysis.params import calibrated_threshold, default_threshold
-from kernel_catalog.analysis.planted import planted_bank, planted_classes
+from kernel_catalog.analysis.validation.planted import planted_bank, planted_classes
 from kernel_catalog.analysis.preprocess import preprocess
-from kernel_catalog.analysis.templates import make_templates
+from kernel_catalog.analysis.naming.templates import make_templates
 from kernel_catalog.analysis.validation import ceiling, validate
 
 KH = KW = 7

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kernel_catalog.adapters.base import IngestOptions
-from kernel_catalog.analysis.cluster_run import cluster_run
+from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
 from kernel_catalog.analysis.params import ClusterParams, EmbedParams
 from kernel_catalog.errors import CatalogError
@@ -52,7 +52,7 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
 
     # embeddings: each task writes its part into the data root; a worker killed right after writing
     # one is retried, and the dead attempt's part is removed at the end of the run
-    from kernel_catalog.analysis import _ray as ray_step
+    from kernel_catalog.analysis.embed import _ray as ray_step
 
     monkeypatch.setattr(ray_step, "PART_ROWS", 300)                 # 800 5x5 kernels: several parts
     monkeypatch.setenv(CRASH_ENV, "ray-embed-part-written")
@@ -66,7 +66,7 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
     assert sorted(part_keys) == sorted(parts.to_pylist())          # no orphan part left
     # cluster: every block a Ray task that writes its labels part; a worker killed after writing
     # one is retried, the partition is the in-process one and no orphan part is left
-    from kernel_catalog.analysis import cluster_blocks
+    from kernel_catalog.analysis.cluster import _blocks as cluster_blocks
 
     monkeypatch.setattr(cluster_blocks, "BLOCK_ROWS", 300)
     monkeypatch.setenv(CRASH_ENV, "labels-part-written")
@@ -156,7 +156,7 @@ def test_ray_workers_get_only_the_variables_the_driver_forwards(ray_local, ray_h
 
 
 def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp_path, cls_onnx, monkeypatch):
-    from kernel_catalog.analysis import embed as embed_step
+    from kernel_catalog.analysis.embed import _run as embed_step
 
     catalog = Catalog(tmp_path / "c")
     ingest_many(catalog, [str(cls_onnx)])
@@ -173,7 +173,7 @@ def test_ray_embed_of_a_large_selection_trains_on_a_seeded_sample(ray_local, tmp
 def test_the_training_sample_is_drawn_from_the_selection_not_from_every_kernel(tmp_path, cls_onnx):
     """DuckDB applies USING SAMPLE before a WHERE at the same level: the sample must come from
     the selected kernels (a subquery), or a narrow selection trains on a fraction of its bound."""
-    from kernel_catalog.analysis._ray import training_sample
+    from kernel_catalog.analysis.embed._ray import training_sample
 
     catalog = Catalog(tmp_path / "c")
     ingest_many(catalog, [str(cls_onnx)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kernel_catalog.analysis.naming import AMBIGUOUS_MARGIN, match, name_clusters
-from kernel_catalog.analysis.templates import (
+from kernel_catalog.analysis.naming.templates import (
     FAMILY_NAMES, UNMATCHED, label_of, load_template_file, make_templates, render,
 )
 from kernel_catalog.analysis.validation import angle_error
@@ -154,8 +154,8 @@ def _full_search(unit, bank):
 @pytest.mark.parametrize("family", ["deriv1", "deriv2", "saddle"])
 def test_bounded_steered_search_equals_the_full_search(kh, kw, family):
     """naming evaluates only the steered templates its bounds leave: same template as every degree."""
-    from kernel_catalog.analysis.naming import _family_scores, _plan
-    from kernel_catalog.analysis.templates import unit_rows
+    from kernel_catalog.analysis.naming.matching import _family_scores, _plan
+    from kernel_catalog.analysis.naming.templates import unit_rows
     bank = make_templates(kh, kw, families=(family,))
     if not bank.steered:
         pytest.skip(f"no {family} on {kh}x{kw}")
