@@ -10,6 +10,8 @@ import pytest
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.demo.rapidocr import RAPIDOCR_MODELS, DownloadError, extract_models, fetch_rapidocr_models
 
+from .conftest import skip_missing_tool
+
 
 def test_expected_files_are_listed_with_licence():
     stems = {Path(m.file).stem for m in RAPIDOCR_MODELS}
@@ -66,7 +68,7 @@ def test_real_download(tmp_path):
     try:
         found = fetch_rapidocr_models(tmp_path)
     except DownloadError as exc:
-        pytest.skip(f"pip download failed, no PyPI here? {exc}")
+        skip_missing_tool(f"pip download failed, no PyPI here? {exc}")
     assert set(found) == {Path(m.file).stem for m in RAPIDOCR_MODELS}
     for m in RAPIDOCR_MODELS:
         path = found[Path(m.file).stem]
