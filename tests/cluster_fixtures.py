@@ -1,6 +1,6 @@
 """Real parts for the beyond-one-machine tests: an S3-compatible server (moto_server) on
-127.0.0.1, started per test module and ended by its own process id, and one local Ray instance
-(2 CPUs, no dashboard) shared by the few Ray tests of a session."""
+127.0.0.1, started once per test session (each test gets its own bucket) and ended by its own
+process id, and one local Ray instance (2 CPUs, no dashboard) for the Ray module's few tests."""
 from __future__ import annotations
 
 import os
@@ -23,7 +23,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3_server():
     """moto_server on a free port; yields its endpoint URL."""
     pytest.importorskip("moto")

@@ -17,7 +17,7 @@ from kernel_catalog.adapters.tflite import TfliteAdapter
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 
-from .conftest import FIXTURES, assert_one_line_error, run_cli
+from .conftest import FIXTURES, assert_one_line_error, run_cli_in_process as cli, skip_missing_tool
 from .tflite_builder import write_depthwise_model
 
 SELFIE = FIXTURES / "selfie_segmentation.tflite"      # float16 behind DEQUANTIZE, 3x3 and 5x5
@@ -145,7 +145,7 @@ def _check_output(path: Path, weights: np.ndarray, m: int) -> None:
 
 def test_chosen_by_the_registry_and_ingested(tmp_path):
     assert find_adapter(str(SELFIE), OPTS).name == "tflite"
-    result = run_cli("--catalog", str(tmp_path / "cat"), "ingest", str(SELFIE), check=True)
+    result = cli("--catalog", str(tmp_path / "cat"), "ingest", str(SELFIE), check=True)
     assert result.stdout.startswith("added selfie_segmentation: 11 layers, 776 kernels [tflite")
     sizes = Catalog(tmp_path / "cat").sql("SELECT kh, kw, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL")
     assert [(r["kh"], r["kw"]) for r in sizes.to_pylist()] == [(3, 3), (5, 5)]
@@ -161,7 +161,7 @@ def test_bad_files_are_one_line_errors(tmp_path, damage):
     with pytest.raises(CatalogError) as err:
         ADAPTER.read(str(bad), OPTS)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
-    result = run_cli("--catalog", str(tmp_path / "cat"), "ingest", str(bad))
+    result = cli("--catalog", str(tmp_path / "cat"), "ingest", str(bad))
     assert_one_line_error(result, str(bad))
     assert not (tmp_path / "cat" / "kernels").exists()
 
@@ -183,7 +183,7 @@ def test_real_mediapipe_models_from_the_wheel():
     try:
         found = fetch_mediapipe_models(cache)
     except DownloadError as exc:
-        pytest.skip(f"mediapipe wheel not downloadable here: {exc}")
+        skip_missing_tool(f"mediapipe wheel not downloadable here: {exc}")
     assert len(found) == len(MEDIAPIPE_MODELS) == 14
     for name in ("pose_detection", "selfie_segmentation", "hand_landmark_lite", "iris_landmark"):
         extraction = ADAPTER.read(str(found[name]), OPTS)

@@ -19,7 +19,7 @@ from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import delete_run
 from kernel_catalog.store import Catalog
 
-from .conftest import MASTER_KEYS, assert_one_line_error, run_cli, snapshot
+from .conftest import MASTER_KEYS, assert_one_line_error, run_cli, run_cli_in_process as cli, snapshot
 
 FAST = EmbedParams(batch_size=256, epochs=120)     # ~600 optimiser steps on 1,200 kernels
 K = len(planted_classes(7, 7))                      # 14 planted classes: every family, random orientations
@@ -112,7 +112,7 @@ def test_same_seed_same_labels(planted):
     delete_run(catalog, "ae-k8-again")
 
 
-def test_reports_in_every_grouping_and_format(planted):
+def test_reports_in_every_grouping_and_format(planted, monkeypatch):
     catalog, _, _ = planted
     table1 = report(catalog, "ae-k8", "model").to_pylist()
     assert table1[0]["model"] == "bank" and table1[0]["kernels"] == N and table1[0]["usable"] == N - 3
@@ -121,18 +121,18 @@ def test_reports_in_every_grouping_and_format(planted):
     names = {c["label"] for c in catalog.sql("SELECT label FROM clusters WHERE run = 'ae-k8'").to_pylist()}
     assert names <= set(by_layer.column_names)
     assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in names) - 1) < 0.01
-    env = {"KERNEL_CATALOG": str(catalog.root)}
-    as_json = json.loads(run_cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", env=env, check=True).stdout)
+    monkeypatch.setenv("KERNEL_CATALOG", str(catalog.root))
+    as_json = json.loads(cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", check=True).stdout)
     clear = catalog.sql("SELECT avg((coalesce(kernel_margin, 1) >= 0.05)::INT) AS c FROM labels "
                         "WHERE run = 'ae-k8' AND cluster IS NOT NULL").to_pylist()[0]["c"]
     assert as_json[0]["size"] == "7x7" and as_json[0]["clear_pct"] == round(100 * clear, 1) and 0.5 < clear <= 1
-    as_csv = run_cli("report", "ae-k8", "--by", "cluster", "--format", "csv", env=env, check=True).stdout
+    as_csv = cli("report", "ae-k8", "--by", "cluster", "--format", "csv", check=True).stdout
     assert as_csv.splitlines()[0] == ("size,cluster,label,family,polarity,orientation,scale,template,score,margin,"
                                       "n_kernels,share,clear_share") and len(as_csv.splitlines()) == K + 1
     per_cluster = report(catalog, "ae-k8", "cluster").to_pylist()
     assert abs(sum(r["clear_share"] * r["n_kernels"] for r in per_cluster) / (N - 3) - clear) < 0.01
     assert report(catalog, "ae", "kernel_size").to_pylist()[0]["clear_pct"] is None      # an embed run names nothing
-    table = run_cli("report", "ae-k8", "--by", "depth", env=env, check=True).stdout
+    table = cli("report", "ae-k8", "--by", "depth", check=True).stdout
     assert "depth_from" in table and "dog-pos" in table
 
 
@@ -170,7 +170,7 @@ def test_run_names_replace_and_delete(planted):
     assert catalog.sql("SELECT count(*) AS n FROM clusters WHERE run = 'extra'").to_pylist() == [{"n": 0}]
     assert not list((catalog.root / "results").glob("run=extra*/*"))
     assert snapshot(catalog) == before                       # kernels untouched throughout
-    assert_one_line_error(run_cli("--catalog", str(catalog.root), "report", "nope"), "unknown run 'nope'")
+    assert_one_line_error(cli("--catalog", str(catalog.root), "report", "nope"), "unknown run 'nope'")
 
 
 def test_identify_with_the_master_key_templates(planted):
@@ -221,11 +221,11 @@ def test_device_cuda_without_cuda_is_one_clear_line(planted):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     catalog, _, _ = planted
-    result = run_cli("--catalog", str(catalog.root), "embed", "--run", "gpu", "--device", "cuda")
+    result = cli("--catalog", str(catalog.root), "embed", "--run", "gpu", "--device", "cuda")
     assert_one_line_error(result, "--device cuda", "no CUDA")
-    assert_one_line_error(run_cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "kh = 99"),
+    assert_one_line_error(cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "kh = 99"),
                           "matches no kernels")
-    assert_one_line_error(run_cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "nonsense ="),
+    assert_one_line_error(cli("--catalog", str(catalog.root), "embed", "--run", "x", "--where", "nonsense ="),
                           "--where")
 
 
@@ -240,11 +240,11 @@ def test_real_trained_kernels_beat_their_null_model(tmp_path, rapidocr_models):
 
 
 def test_same_seed_same_labels_across_processes(planted):
-    """Two `catalog cluster` processes: identical partitions (rows are read in kernel_id order;
-    a join's row order is not fixed and k-means seeds from row positions)."""
+    """`catalog cluster` in two processes (this one and a fresh one): identical partitions (rows
+    are read in kernel_id order; a join's row order is not fixed and k-means seeds from row positions)."""
     catalog, _, _ = planted
-    for name in ("proc-a", "proc-b"):
-        run_cli("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", str(K), check=True)
+    for name, run in (("proc-a", cli), ("proc-b", run_cli)):
+        run("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", str(K), check=True)
     differ = catalog.sql("SELECT count(*) FILTER (WHERE a.cluster IS DISTINCT FROM b.cluster) AS n FROM labels a "
                          "JOIN labels b USING (kernel_id) WHERE a.run = 'proc-a' AND b.run = 'proc-b'").to_pylist()
     assert differ == [{"n": 0}]

@@ -5,7 +5,7 @@ import pytest
 
 from kernel_catalog.ingest import ingest
 
-from .conftest import assert_one_line_error, run_cli, snapshot
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def filled(catalog, cls_onnx):
 
 
 def _cli(catalog, *args):
-    return run_cli("--catalog", str(catalog.root), *args)
+    return cli("--catalog", str(catalog.root), *args)
 
 
 def test_corrupt_onnx_file(filled, tmp_path):
@@ -45,7 +45,7 @@ def test_sql_error_and_missing_catalog(filled, tmp_path):
     assert_one_line_error(_cli(filled, "sql", "SELECT nope FROM kernels"), "SQL error", "nope")
     assert_one_line_error(_cli(filled, "sql", "DELETE FROM model_records"), "SQL error")   # readers are read-only
     assert filled.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 1}]
-    missing = run_cli("--catalog", str(tmp_path / "absent"), "sql", "SELECT 1")
+    missing = cli("--catalog", str(tmp_path / "absent"), "sql", "SELECT 1")
     assert_one_line_error(missing, "no catalog at", "catalog ingest")
     assert not (tmp_path / "absent").exists()
 

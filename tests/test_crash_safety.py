@@ -12,7 +12,7 @@ from kernel_catalog.store.faults import CRASH_ENV
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store.verify import verify
 
-from .conftest import run_cli, snapshot
+from .conftest import run_cli, run_cli_in_process, snapshot
 
 BEFORE_COMMIT = ["parquet-written", "parquet-renamed", "before-commit"]
 
@@ -36,8 +36,9 @@ def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
     else:
         assert after_crash["models"] != before["models"]
         assert len(after_crash["kernels"]) == 8
-    # the next writer removes whatever the dead one left and works normally
-    again = run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--force", check=True)
+    # the next writer (the command, in this process: only the killed one needs its own) removes
+    # whatever the dead one left and works normally
+    again = run_cli_in_process("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--force", check=True)
     assert "replaced" in again.stdout
     final = snapshot(catalog)
     assert _views(final) == _views(before)

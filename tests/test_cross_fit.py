@@ -14,7 +14,7 @@ from kernel_catalog.ingest import ingest
 from kernel_catalog.report.report import verdict_warnings
 from kernel_catalog.store import Catalog
 
-from .conftest import assert_one_line_error, run_cli, snapshot
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 
 # the paper's fixed thresholds everywhere (no calibration), so in-sample and held-out shares
 # are read at the same threshold; 400 optimiser steps (one batch an epoch), a fifth of what auto
@@ -88,10 +88,10 @@ def test_bad_cross_fit_requests_are_one_line_errors_and_change_nothing(small):
     catalog, _, _ = small
     before = snapshot(catalog)
     root = str(catalog.root)
-    assert_one_line_error(run_cli("--catalog", root, "embed", "--run", "r1", "--cross-fit", "1"), "--cross-fit 1", "at least 2")
-    assert_one_line_error(run_cli("--catalog", root, "embed", "--run", "r2", "--cross-fit", "2", "--from-model", "plain"),
+    assert_one_line_error(cli("--catalog", root, "embed", "--run", "r1", "--cross-fit", "1"), "--cross-fit 1", "at least 2")
+    assert_one_line_error(cli("--catalog", root, "embed", "--run", "r2", "--cross-fit", "2", "--from-model", "plain"),
                           "--from-model")
-    assert_one_line_error(run_cli("--catalog", root, "embed", "--run", "r3", "--cross-fit", "100", "--epochs", "10",
+    assert_one_line_error(cli("--catalog", root, "embed", "--run", "r3", "--cross-fit", "100", "--epochs", "10",
                                   "--where", "kh = 3"), "3x3 has only 160", "--cross-fit 100")
     assert snapshot(catalog) == before
     runs = catalog.sql("SELECT run FROM runs ORDER BY run").to_pylist()

@@ -13,7 +13,7 @@ from kernel_catalog.analysis.search import drift
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import commit_extraction
 
-from .conftest import assert_one_line_error, run_cli, snapshot
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 
 
 def reference_drift(a: np.ndarray, b: np.ndarray, k: int, bins: int) -> float:
@@ -116,11 +116,11 @@ def test_split_half_noise_shrinks_with_size():
 
 def test_cli_by_model_with_heatmap_and_errors(cat, tmp_path):
     root = str(cat.root)
-    out = run_cli("--catalog", root, "drift", "--by", "model", "--where", "kh = 5", "--components", "3",
+    out = cli("--catalog", root, "drift", "--by", "model", "--where", "kh = 5", "--components", "3",
                   "--figure", str(tmp_path / "heat.png"), "--format", "json", check=True)
     assert len(json.loads(out.stdout)) == 3
     assert (tmp_path / "heat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    csv = run_cli("--catalog", root, "drift", "--a", "model = 'm0' AND kh = 3", "--b", "model = 'm2' AND kh = 3",
+    csv = cli("--catalog", root, "drift", "--a", "model = 'm0' AND kh = 3", "--b", "model = 'm2' AND kh = 3",
                   "--format", "csv", check=True)
     assert csv.stdout.splitlines()[0].startswith("component,explained_variance,kl_ab,kl_ba,symmetric_kl,drift")
     before = snapshot(cat)
@@ -133,7 +133,7 @@ def test_cli_by_model_with_heatmap_and_errors(cat, tmp_path):
         (["--by", "model", "--where", "model = 'm0' AND kh = 5"], "at least two"),
         (["--by", "model", "--where", "kh = 5", "--figure", str(tmp_path / "x.gif")], "unknown figure format"),
     ]:
-        assert_one_line_error(run_cli("--catalog", root, "drift", *args), fragment)
+        assert_one_line_error(cli("--catalog", root, "drift", *args), fragment)
     assert snapshot(cat) == before
     assert not (tmp_path / "x.gif").exists()
 
@@ -145,7 +145,7 @@ def test_layer_profile_figure(cat, tmp_path):
     assert {r["model"] for r in rows} == {"m0", "m2"} and len(rows) == 8
     fig = draw_layer_profile(rows)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
-    run_cli("--catalog", str(cat.root), "figure", "layer-profile", "--model", "m0", "--model", "m1",
+    cli("--catalog", str(cat.root), "figure", "layer-profile", "--model", "m0", "--model", "m1",
             "-o", str(tmp_path / "profile.svg"), check=True)
     assert (tmp_path / "profile.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(CatalogError, match="nope"):

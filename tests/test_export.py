@@ -28,7 +28,7 @@ from kernel_catalog.export.export import EMPTY_MESSAGE, export, manifest_path_fo
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
 
-from .conftest import CLS_ONNX, assert_one_line_error, run_cli
+from .conftest import CLS_ONNX, assert_one_line_error, run_cli, run_cli_in_process
 
 MODEL = "ch_ppocr_mobile_v2.0_cls_infer"
 
@@ -58,8 +58,8 @@ def _bits(values) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
 
 
-def _cli(cat: Catalog, *args: str, env: dict | None = None):
-    return run_cli("--catalog", str(cat.root), "export", *args, env=env)
+def _cli(cat: Catalog, *args: str):
+    return run_cli_in_process("--catalog", str(cat.root), "export", *args)
 
 
 def _listing(folder) -> list[str]:
@@ -141,7 +141,7 @@ def test_npz_reingested_through_kernelbank_is_bit_identical(analysed, out, tmp_p
         assert archive.files[0] == "weights"           # one size: the plain name the adapter knows
         exported = archive["weights"]
     fresh = Catalog(tmp_path / "fresh")
-    done = run_cli("--catalog", str(fresh.root), "ingest", str(one.path), "--name", "reimported", check=True)
+    done = run_cli_in_process("--catalog", str(fresh.root), "ingest", str(one.path), "--name", "reimported", check=True)
     assert "added reimported" in done.stdout
     back = fresh.sql("SELECT weights FROM kernels WHERE model = 'reimported' AND layer = 'weights' "
                      "ORDER BY channel").column("weights").to_pylist()
@@ -282,8 +282,8 @@ def test_sql_failing_on_a_later_size_leaves_nothing(analysed, out, monkeypatch):
 
 def test_killed_midway_leaves_no_file_under_the_target(analysed, out):
     target = out / "killed.parquet"
-    killed = _cli(analysed, "--where", "true", "-o", str(target), "--batch-rows", "16",
-                  env={"KERNEL_CATALOG_CRASH_AT": "export-batch-written"})
+    killed = run_cli("--catalog", str(analysed.root), "export", "--where", "true", "-o", str(target),   # a process:
+                     "--batch-rows", "16", env={"KERNEL_CATALOG_CRASH_AT": "export-batch-written"})  # it is killed
     assert killed.returncode == -9
     assert not target.exists() and not manifest_path_for(target).exists()
     assert [p for p in _listing(out) if p.startswith(".killed.parquet.tmp-")]     # the dead writer's temporary

@@ -18,7 +18,7 @@ from kernel_catalog.ingest import ingest
 from kernel_catalog.analysis.validation.planted import planted_bank
 from kernel_catalog.store import Catalog
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import assert_one_line_error, run_cli_in_process as cli
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "svg": b"<?xml"}
 
@@ -173,9 +173,9 @@ def test_failed_write_leaves_nothing_under_the_target(small, tmp_path, monkeypat
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["t.png"]
 
 
-def test_bad_input_is_one_line_through_the_cli(small, tmp_path):
+def test_bad_input_is_one_line_through_the_cli(small, tmp_path, monkeypatch):
     catalog, _ = small
-    env = {"KERNEL_CATALOG": str(catalog.root)}
+    monkeypatch.setenv("KERNEL_CATALOG", str(catalog.root))
     out = tmp_path / "out"
     out.mkdir()
     a_file = tmp_path / "file"
@@ -188,10 +188,9 @@ def test_bad_input_is_one_line_through_the_cli(small, tmp_path):
         (["figure", "classified", "--run", "r", "-o", str(a_file / "t.pdf")], "does not exist"),
     ]
     for args, fragment in cases:
-        assert_one_line_error(run_cli(*args, env=env), fragment)
+        assert_one_line_error(cli(*args), fragment)
     assert list(out.iterdir()) == []                               # nothing written, nothing partial
-    ok = run_cli("figure", "kernels", "--where", "kh = 1", "--scale", "per-kernel", "-o", str(out / "k.svg"),
-                 env=env, check=True)
+    ok = cli("figure", "kernels", "--where", "kh = 1", "--scale", "per-kernel", "-o", str(out / "k.svg"), check=True)
     assert "wrote" in ok.stderr and (out / "k.svg").read_bytes().startswith(MAGIC["svg"])
 
 

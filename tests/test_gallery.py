@@ -20,7 +20,7 @@ from kernel_catalog.report.report import report
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
 
-from .conftest import CLS_ONNX, assert_one_line_error, run_cli
+from .conftest import CLS_ONNX, assert_one_line_error, run_cli_in_process as cli, skip_missing_tool
 
 MODEL = "ch_ppocr_mobile_v2.0_cls_infer"
 SCREENSHOT_COPY = Path(__file__).parent / "output" / "gallery.png"     # kept for people (gitignored)
@@ -99,7 +99,7 @@ def test_site_layout_and_relative_links(site):
 def test_every_page_renders_in_headless_chromium(site, tmp_path):
     executable = chromium_path()
     if executable is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); the browser check needs it")
+        skip_missing_tool("Chromium is not installed (Debian: apt-get install -y chromium); the browser check needs it")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -135,7 +135,7 @@ def test_every_page_renders_in_headless_chromium(site, tmp_path):
     print(f"\ngallery screenshot: {shot} (copied to {SCREENSHOT_COPY})")
 
 
-def test_replace_refusals_and_determinism(site, tmp_path):
+def test_replace_refusals_and_determinism(site, tmp_path, monkeypatch):
     catalog, root, _ = site
     target = tmp_path / "site"
     target.mkdir()
@@ -143,19 +143,19 @@ def test_replace_refusals_and_determinism(site, tmp_path):
     with pytest.raises(CatalogError, match="not empty; pass --force"):
         write_gallery(catalog, "r", target)
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
-    env = {"KERNEL_CATALOG": str(catalog.root)}
-    assert_one_line_error(run_cli("gallery", "--run", "nope", "-o", str(tmp_path / "other"), env=env), "unknown run")
-    assert_one_line_error(run_cli("gallery", "--run", "ae", "-o", str(tmp_path / "other"), env=env), "cluster run")
-    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(target), env=env), "--force")
+    monkeypatch.setenv("KERNEL_CATALOG", str(catalog.root))
+    assert_one_line_error(cli("gallery", "--run", "nope", "-o", str(tmp_path / "other")), "unknown run")
+    assert_one_line_error(cli("gallery", "--run", "ae", "-o", str(tmp_path / "other")), "cluster run")
+    assert_one_line_error(cli("gallery", "--run", "r", "-o", str(target)), "--force")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]           # no staging folder left behind
     # --force replaces only a folder this tool wrote: not the user's, not the working directory, not the catalog
     with pytest.raises(CatalogError, match="not written by kernel-catalog"):
         write_gallery(catalog, "r", target, force=True)
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
-    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", ".", "--force", env=env), "working directory")
-    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(catalog.root), "--force", env=env), "catalog")
+    assert_one_line_error(cli("gallery", "--run", "r", "-o", ".", "--force"), "working directory")
+    assert_one_line_error(cli("gallery", "--run", "r", "-o", str(catalog.root), "--force"), "catalog")
     (catalog.root.parent / OUTPUT_MARKER).write_text("a marker copied where it does not belong")
-    assert_one_line_error(run_cli("gallery", "--run", "r", "-o", str(catalog.root.parent), "--force", env=env),
+    assert_one_line_error(cli("gallery", "--run", "r", "-o", str(catalog.root.parent), "--force"),
                           "holding a kernel catalog")
     assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 864}]
     (target / "notes.txt").unlink()

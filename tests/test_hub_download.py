@@ -1,7 +1,7 @@
 """Published timm weights through huggingface_hub's real client, against a local hub server.
 
-The CLI runs in a fresh process as a user runs it; HF_ENDPOINT points at the fixture's server on
-127.0.0.1, so the real hub is never contacted.
+The CLI runs through its entry point in this process (the hub variables are read at call time);
+HF_ENDPOINT points at the fixture's server on 127.0.0.1, so the real hub is never contacted.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import numpy as np
 
 from kernel_catalog.store import Catalog
 
-from .conftest import assert_one_line_error, run_cli, snapshot
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 from .hub_fixtures import CUT_MODEL, ZOO_PATTERN, cache_listing, empty_hub, hub, timm_releases  # noqa: F401 (fixtures)
 
 CHUNK = 10 * 1024 * 1024      # huggingface_hub writes the body to disk in chunks of this size
 
 
-def _ingest(catalog: Path, *args: str, env: dict | None = None):
-    return run_cli("--catalog", str(catalog), "ingest", *args, env=env)
+def _ingest(catalog: Path, *args: str):
+    return cli("--catalog", str(catalog), "ingest", *args)
 
 
 def _kernels_match(catalog: Path, model: str, state: dict) -> None:
@@ -55,7 +55,7 @@ def test_download_into_empty_cache_is_bit_exact(hub, timm_releases, tmp_path):
     assert hub_meta["files"] == [{"name": "model.safetensors", "size": len(served.data),
                                   "sha256": hashlib.sha256(served.data).hexdigest()}]
     assert hub_meta["license"]
-    models = run_cli("--catalog", str(tmp_path / "cat"), "models", "--format", "csv", check=True).stdout
+    models = cli("--catalog", str(tmp_path / "cat"), "models", "--format", "csv", check=True).stdout
     assert served.repo in models
 
 
@@ -69,8 +69,9 @@ def test_cached_weights_need_no_server(hub, timm_releases, tmp_path):
     _kernels_match(tmp_path / "two", CUT_MODEL, timm_releases[CUT_MODEL].state)
 
 
-def test_offline_and_not_cached_is_one_line(hub, tmp_path):
-    result = _ingest(tmp_path / "cat", CUT_MODEL, env={"HF_HUB_OFFLINE": "1"})
+def test_offline_and_not_cached_is_one_line(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = _ingest(tmp_path / "cat", CUT_MODEL)
     assert_one_line_error(result, CUT_MODEL, "HF_HUB_OFFLINE")
     assert hub.requests == []
     assert not snapshot(Catalog(tmp_path / "cat"))["exists"]

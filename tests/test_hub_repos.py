@@ -15,7 +15,7 @@ from kernel_catalog.adapters.hf import parse_source, pick_weights
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 
-from .conftest import CLS_ONNX, FIXTURES, assert_one_line_error, run_cli, snapshot
+from .conftest import CLS_ONNX, FIXTURES, assert_one_line_error, run_cli_in_process as cli, snapshot
 from .hub_fixtures import empty_hub, shard, torch_bytes, transformers_convnext_state  # noqa: F401 (fixture)
 from .timm_fixtures import build_random_model, plain_state_dict
 
@@ -28,8 +28,8 @@ def convnext_hf() -> dict[str, torch.Tensor]:
     return transformers_convnext_state(plain_state_dict(build_random_model("convnext_atto", seed=11)))
 
 
-def _ingest(catalog: Path, *args: str, env: dict | None = None):
-    return run_cli("--catalog", str(catalog), "ingest", *args, env=env)
+def _ingest(catalog: Path, *args: str):
+    return cli("--catalog", str(catalog), "ingest", *args)
 
 
 def _rows(catalog: Path, model: str) -> list[dict]:
@@ -85,7 +85,7 @@ def test_sharded_transformers_checkpoint_through_the_state_dict_rule(empty_hub, 
         assert entry["sha256"] == hashlib.sha256(files[entry["name"]]).hexdigest()
     # only the weights (each shard once) and the model card were downloaded; `catalog models` shows the repo
     assert sorted(p.rsplit("/", 1)[1] for p, _ in empty_hub.downloads()) == sorted([*files, "README.md"])
-    listing = run_cli("--catalog", str(tmp_path / "cat"), "models", "--format", "csv", check=True).stdout
+    listing = cli("--catalog", str(tmp_path / "cat"), "models", "--format", "csv", check=True).stdout
     assert "hf:acme/convnext-atto-hf@" in listing
 
 
@@ -110,14 +110,15 @@ def test_formats_files_revisions_and_names(empty_hub, tmp_path):
     assert again.stdout.startswith("unchanged acme/mixed") and len(empty_hub.downloads()) == downloads
 
 
-def test_pytorch_bin_repo_and_offline_cache(empty_hub, tmp_path):
+def test_pytorch_bin_repo_and_offline_cache(empty_hub, tmp_path, monkeypatch):
     state = {"blocks.0.dw.weight": torch.randn(8, 1, 3, 3), "blocks.0.pw.weight": torch.randn(4, 8, 1, 1)}
     card = b"---\nlicense: bsd-3-clause\ntags: [vision]\n---\n# acme/bin\n"
     empty_hub.add("acme/bin", {"pytorch_model.bin": torch_bytes(state), "README.md": card}, license="bsd-3-clause")
     assert _ingest(tmp_path / "one", "hf:acme/bin").returncode == 0
     assert _model(tmp_path / "one", "acme/bin")["meta"]["hub"]["license"] == "bsd-3-clause"
     empty_hub.stop()
-    cached = _ingest(tmp_path / "two", "hf:acme/bin", env={"HF_HUB_OFFLINE": "1"})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = _ingest(tmp_path / "two", "hf:acme/bin")
     assert cached.returncode == 0, cached.stderr                             # from the cache alone
     rows = _rows(tmp_path / "two", "acme/bin")
     assert [np.asarray(r["weights"], np.float32).tobytes() for r in rows] == [
@@ -126,11 +127,12 @@ def test_pytorch_bin_repo_and_offline_cache(empty_hub, tmp_path):
     assert _model(tmp_path / "two", "acme/bin")["meta"]["hub"]["license"] == "bsd-3-clause"
 
 
-def test_gated_repo_needs_hf_token(empty_hub, tmp_path):
+def test_gated_repo_needs_hf_token(empty_hub, tmp_path, monkeypatch):
     state = {"dw.weight": torch.randn(4, 1, 5, 5)}
     empty_hub.add("acme/gated", {"model.safetensors": save_bytes(state)}, gated_token="hf_secret")
     assert_one_line_error(_ingest(tmp_path / "cat", "hf:acme/gated"), "acme/gated", "HF_TOKEN")
-    ok = _ingest(tmp_path / "cat", "hf:acme/gated", env={"HF_TOKEN": "hf_secret"})
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    ok = _ingest(tmp_path / "cat", "hf:acme/gated")
     assert ok.returncode == 0, ok.stderr
 
 

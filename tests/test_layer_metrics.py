@@ -13,7 +13,7 @@ from kernel_catalog.ingest import commit_extraction
 from kernel_catalog.store import Catalog, _migrate as migrate
 from kernel_catalog.store.kernel_table import layer_metrics
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import assert_one_line_error, run_cli_in_process as cli
 from .test_migrations import _write_version_1_catalog
 
 
@@ -107,8 +107,8 @@ def test_ingest_fills_the_layers_view_per_layer_and_per_expert(catalog):
 
 
 def test_catalog_layers_shows_the_metrics(catalog, cls_onnx):
-    run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), check=True)
-    out = run_cli("--catalog", str(catalog.root), "layers", "ch_ppocr_mobile_v2.0_cls_infer",
+    cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), check=True)
+    out = cli("--catalog", str(catalog.root), "layers", "ch_ppocr_mobile_v2.0_cls_infer",
                   "--format", "json", check=True)
     rows = json.loads(out.stdout)
     assert rows and {"sparsity", "variance_entropy"} <= set(rows[0])
@@ -141,7 +141,7 @@ def test_a_catalog_made_before_the_metrics_is_backfilled_on_open(catalog, cls_on
     experts = {"cond#0": rng.normal(size=(8, 5, 5)).astype(np.float32),
                "cond#1": rng.normal(size=(8, 5, 5)).astype(np.float32)}
     commit_extraction(catalog, _extraction({**layers, **experts}, {"cond#0": 0, "cond#1": 1}), "arrays", "1.0")
-    run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), check=True)
+    cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), check=True)
     before = catalog.sql("SELECT * EXCLUDE (meta) FROM layers ORDER BY ALL").to_pylist()
     _downgrade_to_before_0006(catalog.root)
     old = Catalog(catalog.root)
@@ -171,7 +171,7 @@ def test_a_failing_backfill_leaves_the_old_catalog_as_it_was(catalog):
     con.close()
     for path in (catalog.root / "kernels").rglob("*.parquet"):
         path.rename(path.with_suffix(".moved"))            # the kernels cannot be read
-    result = run_cli("--catalog", str(catalog.root), "layers", "arrays")
+    result = cli("--catalog", str(catalog.root), "layers", "arrays")
     assert_one_line_error(result, "cannot read the kernels of model 'arrays'")
     con = duckdb.connect(str(catalog.root / "catalog.duckdb"), read_only=True)
     assert migrate.current_version(con) == version       # the upgrade rolled back whole

@@ -12,7 +12,7 @@ from kernel_catalog.errors import CatalogError
 from kernel_catalog.store.kernel_table import build_kernel_table, checkpoint_digest
 from kernel_catalog.store import Catalog
 
-from .conftest import assert_one_line_error, run_cli
+from .conftest import assert_one_line_error, run_cli_in_process as cli
 
 
 def _write_version_1_catalog(root) -> int:
@@ -44,7 +44,7 @@ def test_old_catalog_upgrades_in_place_without_losing_rows(tmp_path, cls_onnx):
         assert con.sql("SELECT count(*) FROM layer_records").fetchall() == [(3,)]
         assert con.sql("SELECT count(*) FROM ingest_log").fetchall() == [(0,)]
     # and the upgraded catalog takes new writes beside the old rows
-    run_cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
     assert catalog.sql("SELECT model, count(*) AS n FROM kernels GROUP BY ALL ORDER BY model").to_pylist() == [
         {"model": "ch_ppocr_mobile_v2.0_cls_infer", "n": 864}, {"model": "old", "n": n}]
 
@@ -57,8 +57,8 @@ def test_newer_catalog_is_refused_with_a_clear_error(tmp_path, cls_onnx):
     con.close()
     with pytest.raises(CatalogError, match="schema version 99, newer than"):
         Catalog(root).sql("SELECT 1")
-    assert_one_line_error(run_cli("--catalog", str(root), "sql", "SELECT 1"), "upgrade kernel-catalog")
-    assert_one_line_error(run_cli("--catalog", str(root), "ingest", str(cls_onnx)), "newer than")
+    assert_one_line_error(cli("--catalog", str(root), "sql", "SELECT 1"), "upgrade kernel-catalog")
+    assert_one_line_error(cli("--catalog", str(root), "ingest", str(cls_onnx)), "newer than")
 
 
 def test_failed_migration_rolls_back(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from kernel_catalog.analysis.search import template_rows, top_k
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import commit_extraction
 
-from .conftest import assert_one_line_error, run_cli, snapshot
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 from .test_templates import _master_key_file
 
 
@@ -161,7 +161,7 @@ def test_a_killed_build_leaves_nothing_behind_the_next_one(cat):
 def test_cli_output_and_one_line_errors(cat, tmp_path):
     own, _ = _kernel(cat, "m1", "b", 3)
     root = str(cat.root)
-    out = run_cli("--catalog", root, "nearest", "--kernel", str(own), "--k", "3", "--format", "json", check=True)
+    out = cli("--catalog", root, "nearest", "--kernel", str(own), "--k", "3", "--format", "json", check=True)
     rows = json.loads(out.stdout)
     assert list(rows[0]) == ["kernel_id", "model", "layer", "channel", "kh", "kw", "cosine"]
     assert rows[0]["kernel_id"] == own and len(rows) == 3
@@ -177,5 +177,5 @@ def test_cli_output_and_one_line_errors(cat, tmp_path):
         (["--template", "no-such-template"], "known:"),
         (["--kernel", str(own), "--k", "0"], "--k 0"),
     ]:
-        assert_one_line_error(run_cli("--catalog", root, "nearest", *args), fragment)
+        assert_one_line_error(cli("--catalog", root, "nearest", *args), fragment)
     assert snapshot(cat) == before

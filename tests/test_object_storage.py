@@ -11,13 +11,20 @@ from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV
 
 from .cluster_fixtures import env_for_cli, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
-from .conftest import assert_one_line_error, run_cli
+from .conftest import assert_one_line_error, run_cli, run_cli_in_process
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _cli(env, *args, check=False, extra=None):
-    return run_cli(*args, env={**env_for_cli(env), **(extra or {})}, check=check)
+def _cli(*args, check=False):
+    """The command through its entry point in this process (s3_env has set the AWS variables)."""
+    return run_cli_in_process(*args, check=check)
+
+
+def _process(env, *args, extra):
+    """The command in a fresh process, for what needs one: a driver killed by SIGKILL, and
+    KERNEL_CATALOG_S3_TIMEOUT, which is read once, when the data-root module is imported."""
+    return run_cli(*args, env={**env_for_cli(env), **extra})
 
 
 def _local_data_files(root):
@@ -35,24 +42,24 @@ def _state(uri_or_dir):
 def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp_path, cls_onnx):
     bucket, root = s3_env["BUCKET"], tmp_path / "driver"
     uri = f"s3://{bucket}/lab"
-    _cli(s3_env, "--catalog", str(root), "init", "--data-root", uri, check=True)
-    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), check=True)
-    _cli(s3_env, "--catalog", str(root), "embed", "--run", "e5", "--where", "kh = 5", "--epochs", "2", "--no-null",
+    _cli("--catalog", str(root), "init", "--data-root", uri, check=True)
+    _cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    _cli("--catalog", str(root), "embed", "--run", "e5", "--where", "kh = 5", "--epochs", "2", "--no-null",
          check=True)
-    _cli(s3_env, "--catalog", str(root), "cluster", "--run", "c5", "--from", "e5", "--k", "3", check=True)
+    _cli("--catalog", str(root), "cluster", "--run", "c5", "--from", "e5", "--k", "3", check=True)
     assert _local_data_files(root) == []                      # no kernel or result Parquet written locally
     keys = s3_objects(bucket, "lab/")
     assert "lab/catalog.duckdb" in keys
     assert any(k.startswith("lab/kernels/model=") for k in keys)
     assert any(k.startswith("lab/results/run=e5/embeddings-") for k in keys)
 
-    local = _cli(s3_env, "--catalog", str(root), "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
+    local = _cli("--catalog", str(root), "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
                  "--format", "csv", check=True).stdout
-    remote = _cli(s3_env, "--catalog", uri, "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
+    remote = _cli("--catalog", uri, "sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL",
                   "--format", "csv", check=True).stdout
     assert local == remote and "800" in remote
     assert _state(uri) == _state(root)
-    joined = _cli(s3_env, "--catalog", uri, "sql", "SELECT count(*) AS n FROM labels JOIN kernels USING (kernel_id) "
+    joined = _cli("--catalog", uri, "sql", "SELECT count(*) AS n FROM labels JOIN kernels USING (kernel_id) "
                   "JOIN embeddings USING (kernel_id, run) WHERE labels.run = 'c5' OR embeddings.run = 'e5'",
                   "--format", "csv", check=True).stdout
     assert joined.split()[-1] == "0"     # labels.run c5 vs embeddings.run e5 never both in one row
@@ -62,14 +69,14 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
                  ["figure", "clusters", "--run", "c5", "-o", str(tmp_path / "c.svg")],
                  ["gallery", "--run", "c5", "-o", str(tmp_path / "site")],
                  ["drift", "--a", "kh = 5 AND layer_index < 5", "--b", "kh = 5 AND layer_index >= 5"]):
-        _cli(s3_env, "--catalog", uri, *args, check=True)
+        _cli("--catalog", uri, *args, check=True)
     for catalog in (str(root), uri):   # the nearest-kernel search reads the files on S3 too
-        nearest = _cli(s3_env, "--catalog", catalog, "nearest", "--template", "dog-pos", "--size", "5x5",
+        nearest = _cli("--catalog", catalog, "nearest", "--template", "dog-pos", "--size", "5x5",
                        "--k", "3", "--format", "csv", check=True).stdout
         assert len(nearest.strip().splitlines()) == 4
     assert (tmp_path / "k5.npz").is_file() and (tmp_path / "site" / "index.html").is_file()
 
-    refused = _cli(s3_env, "--catalog", uri, "ingest", str(cls_onnx))
+    refused = _cli("--catalog", uri, "ingest", str(cls_onnx))
     assert_one_line_error(refused, "read-only", str(root))
 
     from sqlalchemy import text
@@ -90,7 +97,7 @@ def test_snapshot_refreshed_by_etag(s3_env, tmp_path, cls_onnx):
     uri = f"s3://{bucket}/p"
     Catalog(root).init(uri)
     assert _state(uri)["models"] == []
-    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
+    _cli("--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
     assert len(_state(uri)["models"]) == 1                   # a new Catalog instance re-checks the ETag
 
 
@@ -99,10 +106,10 @@ def test_driver_killed_mid_commit_leaves_catalog_and_next_writer_removes_orphans
     bucket, root = s3_env["BUCKET"], tmp_path / "driver"
     uri = f"s3://{bucket}/lab"
     Catalog(root).init(uri)
-    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), check=True)
+    _cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
     before, keys_before = _state(root), s3_objects(bucket)
-    killed = _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", "--force",
-                  extra={CRASH_ENV: point})
+    killed = _process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", "--force",
+                      extra={CRASH_ENV: point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _state(root) == before and _state(uri) == before
     orphans = sorted(set(s3_objects(bucket)) - set(keys_before))
@@ -115,22 +122,22 @@ def test_driver_killed_mid_commit_leaves_catalog_and_next_writer_removes_orphans
 def test_unreachable_server_is_one_line_and_changes_nothing(s3_env, tmp_path, cls_onnx):
     bucket, root = s3_env["BUCKET"], tmp_path / "driver"
     Catalog(root).init(f"s3://{bucket}/lab")
-    _cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
+    _cli("--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
     before = _state(root)
     dead = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "KERNEL_CATALOG_S3_TIMEOUT": "1"}
-    assert_one_line_error(_cli(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--force", extra=dead),
+    assert_one_line_error(_process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--force", extra=dead),
                           "object storage", "unchanged")
-    assert_one_line_error(_cli(s3_env, "--catalog", str(root), "sql", "SELECT count(*) FROM kernels", extra=dead),
+    assert_one_line_error(_process(s3_env, "--catalog", str(root), "sql", "SELECT count(*) FROM kernels", extra=dead),
                           "Could not connect")
-    assert_one_line_error(_cli(s3_env, "--catalog", f"s3://{bucket}/lab", "models", extra=dead), "object storage")
-    assert_one_line_error(_cli(s3_env, "--catalog", str(tmp_path / "new"), "init", "--data-root", "s3://nobucket/x",
-                               extra=dead), "object storage")
+    assert_one_line_error(_process(s3_env, "--catalog", f"s3://{bucket}/lab", "models", extra=dead), "object storage")
+    assert_one_line_error(_process(s3_env, "--catalog", str(tmp_path / "new"), "init", "--data-root",
+                                   "s3://nobucket/x", extra=dead), "object storage")
     assert not (tmp_path / "new" / "catalog.duckdb").exists()
     assert _state(root) == before
 
 
 def test_local_init_makes_a_local_catalog(tmp_path):
-    result = run_cli("--catalog", str(tmp_path / "c"), "init", check=True)
+    result = run_cli_in_process("--catalog", str(tmp_path / "c"), "init", check=True)
     assert "data in" in result.stdout and (tmp_path / "c" / "catalog.duckdb").is_file()
     assert Catalog(tmp_path / "c").data.is_local
 
@@ -156,14 +163,14 @@ def test_a_data_root_is_owned_by_one_catalog(s3_env, tmp_path, cls_onnx):
     bucket = s3_env["BUCKET"]
     uri = f"s3://{bucket}/shared"
     first, second = tmp_path / "first", tmp_path / "second"
-    _cli(s3_env, "--catalog", str(first), "init", "--data-root", uri, check=True)
-    _cli(s3_env, "--catalog", str(first), "ingest", str(cls_onnx), check=True)
+    _cli("--catalog", str(first), "init", "--data-root", uri, check=True)
+    _cli("--catalog", str(first), "ingest", str(cls_onnx), check=True)
     owned = s3_objects(bucket, "shared/")
     assert "shared/.kernel-catalog" in owned
-    assert_one_line_error(_cli(s3_env, "--catalog", str(second), "init", "--data-root", uri), "another catalog")
+    assert_one_line_error(_cli("--catalog", str(second), "init", "--data-root", uri), "another catalog")
     assert s3_objects(bucket, "shared/") == owned
     boto3.client("s3").put_object(Bucket=bucket, Key="theirs/report.pdf", Body=b"%PDF")
-    assert_one_line_error(_cli(s3_env, "--catalog", str(second), "init", "--data-root", f"s3://{bucket}/theirs"),
+    assert_one_line_error(_cli("--catalog", str(second), "init", "--data-root", f"s3://{bucket}/theirs"),
                           "not empty")
     assert s3_objects(bucket, "theirs/") == ["theirs/report.pdf"]
-    assert _cli(s3_env, "--catalog", str(first), "verify").returncode == 0
+    assert _cli("--catalog", str(first), "verify").returncode == 0
