@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 demo: $(VENV)/.installed
 	$(VENV)/bin/catalog demo
 
+# Two pytest workers (pytest-xdist), each given whole test files, so a module's trained catalog
+# is built once; `make test WORKERS=0` runs every test in one process.
+WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_ingest.py

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,14 +67,26 @@ def catalog(tmp_path) -> Catalog:
     return Catalog(tmp_path / "catalog")
 
 
+@contextlib.contextmanager
+def download_cache():
+    """The folder downloaded model files are cached in (KERNEL_CATALOG_CACHE, else .cache), held
+    by this process alone meanwhile: pytest-xdist's workers share it, so one fetches at a time and
+    the next finds the files there."""
+    cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".tests.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)          # released when the file is closed
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def rapidocr_models() -> dict[str, Path]:
     """The five trained PaddleOCR ONNX models, fetched once from PyPI into the cache folder."""
     from kernel_catalog.demo.rapidocr import DownloadError, fetch_rapidocr_models
 
-    cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
     try:
-        return fetch_rapidocr_models(cache)
+        with download_cache() as cache:
+            return fetch_rapidocr_models(cache)
     except DownloadError as exc:
         skip_missing_tool(f"RapidOCR wheels not downloadable here (pip download failed): {exc}")
 
@@ -80,6 +94,13 @@ def rapidocr_models() -> dict[str, Path]:
 @pytest.fixture
 def cls_onnx() -> Path:
     return CLS_ONNX
+
+
+def copy_catalog(catalog: Catalog, folder: Path) -> Catalog:
+    """A test's own copy of a catalog trained once for its module or session, for a test that
+    writes (runs, models): the other tests read the catalog as it was built."""
+    shutil.copytree(catalog.root, folder / "catalog-copy", symlinks=True)
+    return Catalog(folder / "catalog-copy")
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:

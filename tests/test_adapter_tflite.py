@@ -5,7 +5,6 @@ interpreter (an independent reader) and, for the built ones, against the model's
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from kernel_catalog.adapters.tflite import TfliteAdapter
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 
-from .conftest import FIXTURES, assert_one_line_error, run_cli_in_process as cli, skip_missing_tool
+from .conftest import (FIXTURES, assert_one_line_error, download_cache, run_cli_in_process as cli,
+                       skip_missing_tool)
 from .tflite_builder import write_depthwise_model
 
 SELFIE = FIXTURES / "selfie_segmentation.tflite"      # float16 behind DEQUANTIZE, 3x3 and 5x5
@@ -179,9 +179,9 @@ def test_real_mediapipe_models_from_the_wheel():
     from kernel_catalog.demo.wheels import DownloadError
     from kernel_catalog.demo.mediapipe import MEDIAPIPE_MODELS, fetch_mediapipe_models
 
-    cache = Path(os.environ.get("KERNEL_CATALOG_CACHE") or Path(__file__).resolve().parents[1] / ".cache")
     try:
-        found = fetch_mediapipe_models(cache)
+        with download_cache() as cache:
+            found = fetch_mediapipe_models(cache)
     except DownloadError as exc:
         skip_missing_tool(f"mediapipe wheel not downloadable here: {exc}")
     assert len(found) == len(MEDIAPIPE_MODELS) == 14

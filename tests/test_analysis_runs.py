@@ -19,7 +19,7 @@ from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import delete_run
 from kernel_catalog.store import Catalog
 
-from .conftest import MASTER_KEYS, assert_one_line_error, run_cli, run_cli_in_process as cli, snapshot
+from .conftest import MASTER_KEYS, assert_one_line_error, copy_catalog, run_cli, run_cli_in_process as cli, snapshot
 
 FAST = EmbedParams(batch_size=256, epochs=120)     # ~600 optimiser steps on 1,200 kernels
 K = len(planted_classes(7, 7))                      # 14 planted classes: every family, random orientations
@@ -50,6 +50,13 @@ def planted(tmp_path_factory):
     return catalog, truth, folder
 
 
+@pytest.fixture
+def planted_copy(planted, tmp_path):
+    """The planted catalog copied, for a test that writes (runs, models); its bank files go to tmp_path."""
+    catalog, truth, _ = planted
+    return copy_catalog(catalog, tmp_path), truth, tmp_path
+
+
 def _labels(catalog, run):
     return catalog.sql("SELECT k.channel, l.* FROM labels l JOIN kernels k USING (kernel_id) "
                        "WHERE l.run = ? ORDER BY k.channel", [run]).to_pylist()
@@ -70,10 +77,10 @@ def test_embeddings_stored_for_every_kernel(planted):
     assert json.loads(record["params"])["latent_dim"] == 2
 
 
-def test_the_paper_presets_reconstruction_space_clusters_through_the_autoencoder(planted):
+def test_the_paper_presets_reconstruction_space_clusters_through_the_autoencoder(planted_copy):
     """--space reconstruction (what the paper preset keeps) reads every kernel's reconstruction;
     both spaces recover the planted classes, and each run records the space it used."""
-    catalog, truth, _ = planted
+    catalog, truth, _ = planted_copy
     assert PRESETS["paper"][1].space == "reconstruction" and PRESETS["default"][1].space == "kernel"
     cluster_run(catalog, "ae-recon", "ae", ClusterParams(k=K, space="reconstruction"))
     scores = {}
@@ -105,8 +112,8 @@ def test_clusters_recover_and_name_the_planted_families(planted):
     assert 0.8 <= metrics["seed_ari"] <= 1 and metrics["seed_ari_n"] == N - 3
 
 
-def test_same_seed_same_labels(planted):
-    catalog, _, _ = planted
+def test_same_seed_same_labels(planted_copy):
+    catalog, _, _ = planted_copy
     cluster_run(catalog, "ae-k8-again", "ae", ClusterParams(k=K))
     assert [r["cluster"] for r in _labels(catalog, "ae-k8")] == [r["cluster"] for r in _labels(catalog, "ae-k8-again")]
     delete_run(catalog, "ae-k8-again")
@@ -136,12 +143,12 @@ def test_reports_in_every_grouping_and_format(planted, monkeypatch):
     assert "depth_from" in table and "dog-pos" in table
 
 
-def test_report_says_no_clear_share_for_labels_written_before_kernel_margin(planted):
+def test_report_says_no_clear_share_for_labels_written_before_kernel_margin(planted_copy):
     """Label files from before migration 0008 have no kernel_margin: the view reads NULL, and the
     report says NULL rather than counting every kernel as a clear call."""
     import pyarrow.parquet as pq
 
-    catalog, _, _ = planted
+    catalog, _, _ = planted_copy
     cluster_run(catalog, "pre-margin", "ae", ClusterParams(k=4))
     paths = [r["path"] for r in catalog.sql("SELECT path FROM result_files WHERE run = 'pre-margin' AND kind = 'labels'")
              .to_pylist()]
@@ -153,8 +160,8 @@ def test_report_says_no_clear_share_for_labels_written_before_kernel_margin(plan
     delete_run(catalog, "pre-margin")
 
 
-def test_run_names_replace_and_delete(planted):
-    catalog, _, _ = planted
+def test_run_names_replace_and_delete(planted_copy):
+    catalog, _, _ = planted_copy
     with pytest.raises(CatalogError, match="already exists; pass --replace"):
         cluster_run(catalog, "ae-k8", "ae", ClusterParams(k=8))
     cluster_run(catalog, "extra", "ae", ClusterParams(k=3))
@@ -173,8 +180,8 @@ def test_run_names_replace_and_delete(planted):
     assert_one_line_error(cli("--catalog", str(catalog.root), "report", "nope"), "unknown run 'nope'")
 
 
-def test_identify_with_the_master_key_templates(planted):
-    catalog, _, _ = planted
+def test_identify_with_the_master_key_templates(planted_copy):
+    catalog, _, _ = planted_copy
     master_keys = MASTER_KEYS
     cluster_run(catalog, "mk", "ae", ClusterParams(k=K))
     identify(catalog, "mk", templates=f"builtin+{master_keys}")
@@ -188,8 +195,8 @@ def test_identify_with_the_master_key_templates(planted):
     delete_run(catalog, "mk")
 
 
-def test_from_model_embeds_new_kernels_without_training(planted):
-    catalog, _, folder = planted
+def test_from_model_embeds_new_kernels_without_training(planted_copy):
+    catalog, _, folder = planted_copy
     path, _ = _bank_file(folder, "bank2", seed=5)
     ingest(catalog, str(path))
     embed(catalog, "ae-bank2", "model = 'bank2'", FAST, from_model="ae", progress=False)
@@ -200,8 +207,8 @@ def test_from_model_embeds_new_kernels_without_training(planted):
     delete_run(catalog, "ae-bank2")
 
 
-def test_streaming_gives_the_same_embeddings(planted, monkeypatch):
-    catalog, _, _ = planted
+def test_streaming_gives_the_same_embeddings(planted_copy, monkeypatch):
+    catalog, _, _ = planted_copy
     monkeypatch.setattr(embed_module, "STREAM_ABOVE", 10)          # force the Parquet-streaming path
     monkeypatch.setattr(embed_module, "PART_ROWS", 500)            # written as parts of 500 kernels
     embed(catalog, "ae-streamed", "model = 'bank'", params=FAST, progress=False)
@@ -239,10 +246,10 @@ def test_real_trained_kernels_beat_their_null_model(tmp_path, rapidocr_models):
     assert metrics["classified"] - metrics["null_classified"] >= 0.5, metrics
 
 
-def test_same_seed_same_labels_across_processes(planted):
+def test_same_seed_same_labels_across_processes(planted_copy):
     """`catalog cluster` in two processes (this one and a fresh one): identical partitions (rows
     are read in kernel_id order; a join's row order is not fixed and k-means seeds from row positions)."""
-    catalog, _, _ = planted
+    catalog, _, _ = planted_copy
     for name, run in (("proc-a", cli), ("proc-b", run_cli)):
         run("--catalog", str(catalog.root), "cluster", "--run", name, "--from", "ae", "--k", str(K), check=True)
     differ = catalog.sql("SELECT count(*) FILTER (WHERE a.cluster IS DISTINCT FROM b.cluster) AS n FROM labels a "
@@ -281,10 +288,10 @@ def test_thresholds_are_recorded_fixed_and_calibrated(planted):
     assert seed_stability_lines(run_record(catalog, "ae-k8"))[0].startswith("7x7: seed ARI ")
 
 
-def test_per_model_autoencoders_and_small_selection_warning(planted):
+def test_per_model_autoencoders_and_small_selection_warning(planted_copy):
     from dataclasses import replace as with_changes
 
-    catalog, _, folder = planted
+    catalog, _, folder = planted_copy
     path, _ = _bank_file(folder, "bank3", seed=7)
     ingest(catalog, str(path))
     small = with_changes(FAST, per_model=True, epochs=60)

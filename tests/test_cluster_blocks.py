@@ -17,6 +17,8 @@ from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
 
+from .conftest import copy_catalog
+
 K = len(planted_classes(7, 7))
 
 
@@ -33,6 +35,12 @@ def bank_catalog(tmp_path_factory):
     return catalog
 
 
+@pytest.fixture
+def bank_copy(bank_catalog, tmp_path):
+    """The bank catalog copied: each test writes its own runs."""
+    return copy_catalog(bank_catalog, tmp_path)
+
+
 def _labels(catalog, run):
     return catalog.sql("SELECT * EXCLUDE (run) FROM labels WHERE run = ? ORDER BY kernel_id", [run]).to_pylist()
 
@@ -42,8 +50,8 @@ def _clusters(catalog, run):
 
 
 @pytest.mark.parametrize("space", ["kernel", "reconstruction"])
-def test_a_size_in_blocks_gets_the_partition_names_and_rows_of_the_size_held_whole(bank_catalog, monkeypatch, space):
-    catalog = bank_catalog
+def test_a_size_in_blocks_gets_the_partition_names_and_rows_of_the_size_held_whole(bank_copy, monkeypatch, space):
+    catalog = bank_copy
     monkeypatch.setattr(clustering, "FIT_SAMPLE", 300)         # both fit k-means on 300 kernels chosen by id
     params = ClusterParams(k=K, space=space)
     whole = cluster_run(catalog, f"whole-{space}", "e", params)["7x7"]
@@ -73,8 +81,8 @@ def test_a_size_in_blocks_gets_the_partition_names_and_rows_of_the_size_held_who
     assert max(parts.column("n_rows").to_pylist()) <= 128 and sum(parts.column("n_rows").to_pylist()) == usable + 2
 
 
-def test_a_run_that_fails_between_blocks_leaves_no_run_and_no_parts(bank_catalog, monkeypatch):
-    catalog = bank_catalog
+def test_a_run_that_fails_between_blocks_leaves_no_run_and_no_parts(bank_copy, monkeypatch):
+    catalog = bank_copy
     monkeypatch.setattr(cluster_blocks, "IN_MEMORY", 100)
     monkeypatch.setattr(cluster_blocks, "BLOCK_ROWS", 128)
     real, calls = cluster_blocks.write_labels_part, []
@@ -93,12 +101,12 @@ def test_a_run_that_fails_between_blocks_leaves_no_run_and_no_parts(bank_catalog
     assert not list((catalog.root / "results").glob("run=broken/*"))   # and removed
 
 
-def test_identify_renames_in_blocks_and_replaces_every_part(bank_catalog, monkeypatch):
+def test_identify_renames_in_blocks_and_replaces_every_part(bank_copy, monkeypatch):
     from kernel_catalog.analysis.cluster import identify
 
     from .conftest import MASTER_KEYS
 
-    catalog = bank_catalog
+    catalog = bank_copy
     cluster_run(catalog, "named", "e", ClusterParams(k=K))
     before = _labels(catalog, "named")
     monkeypatch.setattr(cluster_blocks, "BLOCK_ROWS", 128)

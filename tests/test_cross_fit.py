@@ -14,7 +14,7 @@ from kernel_catalog.ingest import ingest
 from kernel_catalog.report.report import verdict_warnings
 from kernel_catalog.store import Catalog
 
-from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
+from .conftest import assert_one_line_error, copy_catalog, run_cli_in_process as cli, snapshot
 
 # the paper's fixed thresholds everywhere (no calibration), so in-sample and held-out shares
 # are read at the same threshold; 400 optimiser steps (one batch an epoch), a fifth of what auto
@@ -98,8 +98,9 @@ def test_bad_cross_fit_requests_are_one_line_errors_and_change_nothing(small):
     assert "r1" not in [r["run"] for r in runs] and "r3" not in [r["run"] for r in runs]
 
 
-def test_per_model_runs_score_each_models_kernels_held_out(small):
+def test_per_model_runs_score_each_models_kernels_held_out(small, tmp_path):
     catalog, _, held_out = small
+    catalog = copy_catalog(catalog, tmp_path)                  # this test writes a run
     metrics = embed(catalog, "held-pm", "kh = 3", params=replace(PARAMS, cross_fit=2, per_model=True),
                     progress=False)["3x3"]
     (model, m), = metrics["models"].items()      # the one model with 3x3 kernels here
