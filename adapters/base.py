@@ -23,6 +23,7 @@ class IngestOptions:
     exclude: tuple[str, ...] = ()       # fnmatch patterns on layer/tensor names to drop
     reparam: bool = False               # fuse reparameterisable blocks before extraction
     seed: int = 0                       # seed for --random-init, so re-ingest is idempotent
+    full_download: bool = False         # published safetensors: download whole files, not byte ranges
 
 
 @dataclass(frozen=True)

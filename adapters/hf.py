@@ -7,15 +7,23 @@ kind). State dicts (transformers ConvNext / ConvNextV2 / MobileViT / EfficientNe
 the state-dict adapter's shape rule; ONNX and TFLite files to the adapter that reads them. The
 model is named ORG/REPO (unless --name); models.meta["hub"] records repo, commit, files with their
 sizes and sha256/ETag, and the license the repo states.
+
+Safetensors weights (one file or the shards of an index) that are not cached are read by byte
+ranges at the listed commit (adapters/ranged.py): each file's header, then only the tensors the
+state-dict rule keeps; `bytes_fetched` is recorded beside each file's size. Other formats, a server
+that ignores Range, and IngestOptions.full_download download whole files into the cache as before.
 """
 from __future__ import annotations
 
 import json
 import re
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from kernel_catalog.adapters import hub
+from kernel_catalog.adapters.ranged import FullDownloadNeeded, RemoteSafetensors, depthwise_candidates, ranged_allowed
 from kernel_catalog.adapters.base import Extraction, IngestOptions
 from kernel_catalog.adapters.hub import RemoteFile, RemoteWeights
 from kernel_catalog.errors import CatalogError
@@ -72,6 +80,7 @@ class HfAdapter:
 
     def __init__(self) -> None:
         self._plans: dict[str, RemoteWeights] = {}
+        self._ranged: dict[str, dict[str, RemoteSafetensors]] = {}     # plan.source -> files read by ranges
         self._lock = threading.Lock()
 
     def can_read(self, source: str, options: IngestOptions) -> bool:
@@ -93,14 +102,18 @@ class HfAdapter:
                                  files=tuple(by_name.get(n, RemoteFile(n)) for n in needed), cached=False,
                                  license=licence, cache_dir=str(hub.hf_cache_dir()), cache_before=before,
                                  extra={"requested_revision": revision,
-                                        "card": hub.CARD if hub.CARD in by_name else None})
+                                        "card": hub.CARD if hub.CARD in by_name else None,
+                                        "ranged": ranged_allowed(options.full_download)})
         with self._lock:
             self._plans[plan.source] = plan
         return plan
 
     def fetch(self, plan: RemoteWeights) -> None:
+        ranged = self._open_ranged(plan)
+        with self._lock:
+            self._ranged[plan.source] = ranged
         for file in plan.files:
-            if hub.cached_file(plan.repo, file.name, plan.revision) is None:
+            if file.name not in ranged and hub.cached_file(plan.repo, file.name, plan.revision) is None:
                 hub.download(plan.repo, file.name, plan.extra.get("requested_revision"), plan.model)
         card = plan.extra.get("card")
         if card and hub.cached_file(plan.repo, card, plan.revision) is None:
@@ -108,6 +121,23 @@ class HfAdapter:
                 hub.download(plan.repo, card, plan.revision, plan.model)
             except CatalogError:
                 pass   # provenance only: the weights are what the ingest needs
+
+    def _open_ranged(self, plan: RemoteWeights) -> dict[str, RemoteSafetensors]:
+        """The plan's safetensors files that are not cached, opened for ranged reads, their depthwise
+        candidates fetched; {} when the plan is not ranged or the server ignores Range."""
+        weights = plan.files[1:] if plan.files[0].name.endswith(".index.json") else plan.files
+        if not plan.extra.get("ranged") or not all(f.name.endswith(".safetensors") for f in weights):
+            return {}
+        opened = {}
+        try:
+            for file in weights:
+                if hub.cached_file(plan.repo, file.name, plan.revision) is None:
+                    remote = hub.open_ranged(plan.repo, file.name, plan.revision, plan.model)
+                    remote.fetch(depthwise_candidates(remote.tensors))
+                    opened[file.name] = remote
+        except FullDownloadNeeded:
+            return {}
+        return opened
 
     def evict(self, plan: RemoteWeights) -> None:
         hub.evict(hub.hf_roots(plan.repo), plan.cache_before)
@@ -118,14 +148,19 @@ class HfAdapter:
         if plan is None:
             plan = self.resolve(source, options)
             self.fetch(plan)
-        paths = {f.name: self._local(plan, f.name) for f in plan.files}
+        with self._lock:
+            ranged = self._ranged.pop(plan.source, {})
+        paths = {f.name: self._local(plan, f.name) for f in plan.files if f.name not in ranged}
         main = plan.files[0].name
         if main.endswith(".index.json"):
-            inner = _read_shards([paths[f.name] for f in plan.files[1:]], options)
+            inner = _read_shards([_shard_reader(f.name, paths, ranged, options) for f in plan.files[1:]],
+                                 f"{PREFIX}{plan.repo}@{plan.revision}")
+        elif main in ranged:
+            inner = _with_format(_read_ranged(ranged[main], options))
         else:
             inner = _read_with_format_adapter(paths[main], options)
         meta = {**inner.meta, "format_adapter": inner.meta.get("format_adapter"),
-                "hub": hub.provenance(plan, paths)}
+                "hub": hub.provenance(plan, paths, ranged)}
         return Extraction(model=plan.repo, source=f"{PREFIX}{plan.repo}@{plan.revision}", trained=inner.trained,
                           layers=inner.layers, meta=meta)
 
@@ -186,14 +221,33 @@ class _NotCached(Exception):
     pass
 
 
-def _read_shards(paths: list[Path], options: IngestOptions) -> Extraction:
+def _shard_reader(name: str, paths: dict[str, Path], ranged: dict[str, RemoteSafetensors],
+                  options: IngestOptions) -> Callable[[], Extraction]:
+    """Reads one shard: by ranges when it was opened so, else its local file."""
+    if name in ranged:
+        return lambda: _read_ranged(ranged[name], options)
+    from kernel_catalog.adapters.statedict import StateDictAdapter
+
+    return lambda: StateDictAdapter().read(str(paths[name]), options)
+
+
+def _read_ranged(remote: RemoteSafetensors, options: IngestOptions) -> Extraction:
+    from kernel_catalog.adapters.statedict import read_remote_safetensors
+
+    try:
+        return read_remote_safetensors(remote, options)
+    finally:
+        remote.release()
+
+
+def _read_shards(shards: list[Callable[[], Extraction]], where: str) -> Extraction:
     """Each shard in turn through the state-dict rule; layers in natural order of tensor names."""
-    from kernel_catalog.adapters.statedict import StateDictAdapter, natural_key
+    from kernel_catalog.adapters.statedict import natural_key
 
     layers, formats = [], []
-    for path in paths:
+    for read in shards:
         try:
-            part = StateDictAdapter().read(str(path), options)
+            part = read()
         except CatalogError as error:
             if "no depthwise tensor" in str(error):       # a shard of heads and norms only
                 continue
@@ -201,11 +255,15 @@ def _read_shards(paths: list[Path], options: IngestOptions) -> Extraction:
         layers.extend(part.layers)
         formats.append(part.meta.get("format"))
     if not layers:
-        raise CatalogError(f"{paths[0].parent}: no depthwise tensor in any shard (4-D float (C,1,kh,kw))")
+        raise CatalogError(f"{where}: no depthwise tensor in any shard (4-D float (C,1,kh,kw))")
     layers.sort(key=lambda layer: natural_key(layer.meta.get("tensor_name", layer.name)))
     return Extraction(model="", source="", trained=True, layers=layers,
-                      meta={"format": formats[0], "shards": len(paths), "format_adapter": "statedict",
+                      meta={"format": formats[0], "shards": len(shards), "format_adapter": "statedict",
                             "trained_assumed": True})
+
+
+def _with_format(inner: Extraction) -> Extraction:
+    return replace(inner, meta={**inner.meta, "format_adapter": "statedict"})
 
 
 def _read_with_format_adapter(path: Path, options: IngestOptions) -> Extraction:

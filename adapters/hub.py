@@ -8,6 +8,8 @@ constants once at import, and a process (or a test) may set them later.
 
 Cached files are used without any network call; a file that is neither cached nor reachable is a
 one-line CatalogError after at most HUB_TIMEOUT seconds per request (KERNEL_CATALOG_HUB_TIMEOUT).
+A safetensors file that is not cached can be read by byte ranges instead (`open_ranged`, see
+adapters/ranged.py): nothing enters the cache, and provenance records the bytes fetched.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kernel_catalog.adapters.ranged import RemoteSafetensors
 from kernel_catalog.adapters.base import RemoteFile, RemoteWeights
 from kernel_catalog.errors import CatalogError, error_summary
 
@@ -210,6 +213,28 @@ def download(repo: str, filename: str, revision: str | None, display: str) -> Pa
         raise hub_error(repo, revision, display, exc, filename) from None
 
 
+def open_ranged(repo: str, filename: str, revision: str, display: str) -> RemoteSafetensors:
+    """A hub safetensors file at commit `revision`, its header read by two Range requests.
+
+    huggingface_hub builds the URL (HF_ENDPOINT) and the headers (HF_TOKEN), and its session sends
+    the requests. FullDownloadNeeded when the server ignores Range (the caller downloads the file)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    check_repo_id(repo, display)
+    check_filename(filename, repo, display)
+    check_revision(revision, display)
+    require_online(repo, display)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint())
+    try:
+        headers = build_hf_headers()
+    except Exception as exc:  # noqa: BLE001 -- a token that cannot be read
+        raise hub_error(repo, revision, display, exc, filename) from None
+    return RemoteSafetensors(url, headers, f"{repo}/{filename}@{revision[:12]}",
+                             lambda exc: hub_error(repo, revision, display, exc, filename), timeout())
+
+
 def hub_error(repo: str, revision: str | None, display: str, exc: Exception,
               filename: str | None = None) -> CatalogError:
     """One line: which repo, what went wrong, what to do."""
@@ -244,11 +269,19 @@ def describe_local(path: Path, name: str | None = None) -> dict[str, Any]:
     return entry
 
 
-def provenance(plan: RemoteWeights, paths: dict[str, Path]) -> dict[str, Any]:
-    """The `hub` entry of models.meta: repo, revision, files (name, size, sha256/etag), license."""
+def provenance(plan: RemoteWeights, paths: dict[str, Path],
+               ranged: dict[str, RemoteSafetensors] | None = None) -> dict[str, Any]:
+    """The `hub` entry of models.meta: repo, revision, files (name, size, sha256/etag), license.
+
+    `ranged`: the files read by byte ranges (not in `paths`); each gets `bytes_fetched` beside its
+    size (and the sha256 the hub lists for it at that commit)."""
+    ranged = ranged or {}
     files = []
     for f in plan.files:
         entry = describe_local(paths[f.name], f.name) if f.name in paths else {"name": f.name}
+        if f.name in ranged:
+            entry.update({"size": ranged[f.name].size, **({"sha256": f.sha256} if f.sha256 else {}),
+                          "bytes_fetched": ranged[f.name].fetched})
         if f.size is not None and "size" not in entry:
             entry["size"] = f.size
         if f.etag and "sha256" not in entry and "etag" not in entry:

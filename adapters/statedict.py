@@ -60,13 +60,36 @@ class StateDictAdapter:
             else:
                 layers, meta = read_torch(path, options)
         if not layers:
-            raise CatalogError(
-                f"{path}: no depthwise tensor found (4-D float (C,1,kh,kw), C>1, kh*kw>1"
-                f"{' matching --include/--exclude' if options.include or options.exclude else ''});"
-                " check the --include/--exclude patterns, or use the adapter for its architecture"
-                " (timm with --checkpoint)")
+            raise _none_found(path, options)
         return Extraction(model=path.stem, source=str(path.resolve()), trained=True,
                           layers=layers, meta={**meta, "trained_assumed": True})
+
+
+def read_remote_safetensors(remote: Any, options: IngestOptions) -> Extraction:
+    """The same rule over a safetensors file read by byte ranges (adapters.ranged.RemoteSafetensors):
+    the header's shapes pick the tensors, only those are fetched; the layers equal read()'s."""
+    names = [n for n in sorted(remote.tensors, key=natural_key) if select_by_name(n, options)
+             and is_depthwise_shape(remote.tensors[n].shape, _floating(remote.tensors[n].dtype))]
+    remote.fetch(names)
+    layers = [_layer(n, _torch_to_float32(remote.get(n)), _SAFETENSORS_DTYPES.get(remote.tensors[n].dtype,
+                                                                                   remote.tensors[n].dtype.lower()))
+              for n in names]
+    if not layers:
+        raise _none_found(remote.where, options)
+    return Extraction(model=remote.where, source=remote.url, trained=True, layers=layers,
+                      meta={"format": "safetensors", "metadata": remote.metadata, "trained_assumed": True})
+
+
+def _floating(dtype: str) -> bool:
+    return dtype.startswith("F") or dtype == "BF16"
+
+
+def _none_found(where: Any, options: IngestOptions) -> CatalogError:
+    return CatalogError(
+        f"{where}: no depthwise tensor found (4-D float (C,1,kh,kw), C>1, kh*kw>1"
+        f"{' matching --include/--exclude' if options.include or options.exclude else ''});"
+        " check the --include/--exclude patterns, or use the adapter for its architecture"
+        " (timm with --checkpoint)")
 
 
 def is_depthwise_shape(shape: tuple[int, ...] | list[int], floating: bool) -> bool:
@@ -105,8 +128,7 @@ def read_safetensors(path: Path, options: IngestOptions) -> tuple[list[Depthwise
         for name in sorted(f.keys(), key=natural_key):
             view = f.get_slice(name)
             dtype = view.get_dtype()
-            floating = dtype.startswith("F") or dtype == "BF16"
-            if not is_depthwise_shape(view.get_shape(), floating):
+            if not is_depthwise_shape(view.get_shape(), _floating(dtype)):
                 continue
             if not select_by_name(name, options):
                 continue

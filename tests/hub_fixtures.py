@@ -2,6 +2,9 @@
 
 Never the real hub: HF_ENDPOINT points at a `HubServer` on 127.0.0.1, HF_HUB_CACHE and TORCH_HOME
 at temporary folders, HF_TOKEN and HF_HUB_OFFLINE are unset. huggingface_hub's own client runs.
+`hub` / `empty_hub` test whole-file downloads (KERNEL_CATALOG_FULL_DOWNLOAD=1, what
+IngestOptions(full_download=True) asks for); `ranged_hub` leaves the default, ranged reads of
+safetensors (tests/test_ranged_ingest.py).
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save as save_bytes
+
+from kernel_catalog.adapters.ranged import FORCE_ENV
 
 from .hub_server import HubServer
 from .timm_fixtures import build_random_model, plain_state_dict
@@ -70,8 +75,16 @@ def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("KERNEL_CATALOG_HUB_TIMEOUT", "10")
+    monkeypatch.setenv(FORCE_ENV, "1")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ranged_hub(empty_hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """The running local hub, with ingest's default: safetensors not cached are read by byte ranges."""
+    monkeypatch.delenv(FORCE_ENV)
+    return empty_hub
 
 
 def cache_listing(root: Path) -> list[str]:

@@ -7,8 +7,13 @@ huggingface_hub's real client talks to it through HF_ENDPOINT. Routes (what the 
   GET /files/{name}                                   plain URL downloads (timm's cfg.url configs)
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) as the hub does.
 
+Range requests (`bytes=A-B`, `bytes=A-`) are answered 206 with Content-Range, as the hub and its CDN
+do; with `ignore_ranges = True` every GET answers 200 with the whole body (a server or proxy that
+does not do ranges). `served` counts the body bytes written per request path.
+
 For tests of failure: `cut(path, after)` makes the next GET of a file stop after `after` bytes and
-close the connection (then, unless then_fail=False, answers 500 until `heal()`); `stop()` / `start()` take the server down
+close the connection (then, unless then_fail=False, answers 500 until `heal()`; with `from_byte`, only
+a GET whose range starts at or after that offset is cut); `stop()` / `start()` take the server down
 and back up on the same port. `requests` logs (method, path, Range header). `bytes_per_second`
 throttles bodies through one shared link, as a real network connection would (the bench).
 """
@@ -46,8 +51,10 @@ class HubServer:
         self.urls: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_per_second: float | None = None
+        self.ignore_ranges = False
+        self.served: dict[str, int] = {}
         self._link_free = 0.0
-        self._cuts: dict[str, int] = {}
+        self._cuts: dict[str, tuple[int, bool, int]] = {}
         self._broken: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
@@ -61,9 +68,15 @@ class HubServer:
         self.repos[repo_id] = Repo(dict(files), **kwargs)
         return self.repos[repo_id]
 
-    def cut(self, path: str, after: int, then_fail: bool = True) -> None:
-        """The next GET of `path` stops after `after` bytes; then 500s until heal() if then_fail."""
-        self._cuts[path] = (after, then_fail)
+    def cut(self, path: str, after: int, then_fail: bool = True, from_byte: int = 0) -> None:
+        """The next GET of `path` (whose range starts at or after `from_byte`) stops after `after`
+        bytes and closes the connection; then 500s until heal() if then_fail."""
+        self._cuts[path] = (after, then_fail, from_byte)
+
+    def served_bytes(self, suffix: str = "") -> int:
+        """Body bytes written so far for the request paths that end with `suffix`."""
+        with self.lock:
+            return sum(n for path, n in self.served.items() if path.endswith(suffix))
 
     def heal(self) -> None:
         self._cuts.clear()
@@ -166,25 +179,37 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", "Entry not found")
         if body and path in self.hub._broken:
             return self._error(500, None, "Internal Error")
-        start = 0
-        ranged = self.headers.get("Range")
-        if ranged and body:
-            start = int(ranged.removeprefix("bytes=").split("-")[0])
-        self.send_response(206 if start else 200)
+        start, end = 0, len(data)
+        ranged = self.headers.get("Range") if body and not self.hub.ignore_ranges else None
+        if ranged:
+            first, _, last = ranged.removeprefix("bytes=").partition("-")
+            start = int(first)
+            end = min(len(data), int(last) + 1) if last else len(data)
+            if start >= len(data) or end <= start:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        self.send_response(206 if ranged else 200)
         etag = hashlib.sha256(data).hexdigest()
         self.send_header("ETag", f'"{etag}"')
         if sha:
             self.send_header("X-Repo-Commit", sha)
         self.send_header("Accept-Ranges", "bytes")
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
         self.end_headers()
         if not body:
             return
-        cut, then_fail = self.hub._cuts.pop(path, (None, False))
-        end = min(len(data), start + cut) if cut is not None else len(data)
-        self._send(data[start:end])
+        with self.hub.lock:
+            after, then_fail, from_byte = self.hub._cuts.get(path, (None, False, 0))
+            cut = after if after is not None and start >= from_byte else None
+            if cut is not None:
+                del self.hub._cuts[path]
+        stop = min(end, start + cut) if cut is not None else end
+        self._send(data[start:stop], path)
         if cut is not None:
             if then_fail:
                 self.hub._broken.add(path)
@@ -192,22 +217,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(2)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, path: str) -> None:
         """Write the body; with bytes_per_second, through one shared link (all connections together)."""
         rate = self.hub.bytes_per_second
-        if not rate:
-            self.wfile.write(data)
-            return
         step = 64 * 1024
         for offset in range(0, len(data), step):
             chunk = data[offset:offset + step]
-            with self.hub.lock:          # reserve the link's next free slot for this chunk
-                start = max(time.perf_counter(), self.hub._link_free)
-                self.hub._link_free = start + len(chunk) / rate
-            wait = start + len(chunk) / rate - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+            if rate:
+                with self.hub.lock:          # reserve the link's next free slot for this chunk
+                    start = max(time.perf_counter(), self.hub._link_free)
+                    self.hub._link_free = start + len(chunk) / rate
+                wait = start + len(chunk) / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
             self.wfile.write(chunk)
+            with self.hub.lock:
+                self.hub.served[path] = self.hub.served.get(path, 0) + len(chunk)
 
     def _error(self, status: int, code: str | None, message: str = "not found") -> None:
         payload = json.dumps({"error": message}).encode()

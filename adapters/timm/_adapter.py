@@ -4,8 +4,10 @@ Weights come from one of three places:
   --checkpoint FILE   a local .safetensors / .pth with the architecture's weights;
   --random-init       timm's own initialisation under a fixed seed (trained=False);
   otherwise           the published weights: the Hugging Face cache first (no network call), else
-                      downloaded from the hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE respected) or,
-                      for configs that give only a URL, into torch.hub's cache.
+                      a safetensors release is read by byte ranges (header, then the depthwise
+                      tensors only; IngestOptions.full_download turns this off), else downloaded
+                      from the hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE respected) or, for
+                      configs that give only a URL, into torch.hub's cache.
 
 This module is the light plugin shell (importing it loads neither torch nor timm, so listing
 adapters stays fast); reading is in _read, published weights in _hub (over adapters.hub).
@@ -13,7 +15,10 @@ adapters stays fast); reading is in _read, published weights in _hub (over adapt
 from __future__ import annotations
 
 import re
+import threading
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from kernel_catalog.adapters.base import Extraction, IngestOptions, RemoteWeights
 from kernel_catalog.adapters.timm._names import list_timm_sources
@@ -51,6 +56,8 @@ class TimmAdapter:
 
     def __init__(self) -> None:
         self._plans: dict[str, RemoteWeights] = {}
+        self._ranged: dict[str, Any] = {}       # plan.source -> RemoteSafetensors fetched by fetch()
+        self._lock = threading.Lock()
 
     def can_read(self, source: str, options: IngestOptions) -> bool:
         """Not an existing file, and a timm-style name (read() suggests names for typos)."""
@@ -68,18 +75,26 @@ class TimmAdapter:
         """The published weights a name stands for (cache or one metadata request), or None."""
         if options.random_init or options.checkpoint is not None:
             return None
+        from kernel_catalog.adapters.ranged import ranged_allowed
         from kernel_catalog.adapters.timm._hub import resolve_weights
         from kernel_catalog.adapters.timm._names import parse_name, pretrained_cfg
 
         plan = resolve_weights(source, pretrained_cfg(parse_name(source)))
+        plan = replace(plan, extra={**plan.extra, "ranged": ranged_allowed(options.full_download)})
         self._plans[source] = plan      # read(source) uses it (its license, its cache state)
         return plan
 
     def fetch(self, plan: RemoteWeights) -> None:
-        """Download the plan's weights into their cache (resumes a partial download)."""
-        from kernel_catalog.adapters.timm._hub import fetch_weights
+        """Read a safetensors release's depthwise tensors by byte ranges; else download the plan's
+        weights into their cache (resumes a partial download)."""
+        from kernel_catalog.adapters.timm._hub import fetch_weights, open_ranged_weights
 
-        fetch_weights(plan)
+        remote = open_ranged_weights(plan)
+        if remote is None:
+            fetch_weights(plan)
+        else:
+            with self._lock:
+                self._ranged[plan.source] = remote
 
     def evict(self, plan: RemoteWeights) -> None:
         """Remove from the cache what fetch() added (the cache is left as it was before)."""
@@ -92,4 +107,6 @@ class TimmAdapter:
         from kernel_catalog.adapters.timm._read import read_timm     # torch + timm load only when needed
 
         plan = None if options.random_init or options.checkpoint else self._plans.get(source)
-        return read_timm(source, options, plan)
+        with self._lock:
+            remote = self._ranged.pop(source, None) if plan is not None else None
+        return read_timm(source, options, plan, remote)

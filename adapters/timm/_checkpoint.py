@@ -73,6 +73,29 @@ class WeightFile:
         self.close()
 
 
+class RemoteWeightFile(WeightFile):
+    """WeightFile's interface over a safetensors file read by byte ranges (adapters.ranged):
+    shapes from its header; get() fetches a tensor not fetched yet; state_dict() fetches them all."""
+
+    def __init__(self, remote: Any) -> None:
+        self.path = remote.url
+        self.wrapper_key = None
+        self._safe, self._tensors = None, {}
+        self._remote = remote
+        self._keys = _clean_keys(remote.tensors)
+        self.shapes = {k: tuple(remote.tensors[f].shape) for k, f in self._keys.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._remote.get(self._keys[key])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._remote.fetch(self._keys.values())
+        return super().state_dict()
+
+    def close(self) -> None:
+        self._remote.release()
+
+
 def _clean_keys(keys: Iterable[str]) -> dict[str, str]:
     clean: dict[str, str] = {}
     for key in keys:

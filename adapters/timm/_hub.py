@@ -5,6 +5,12 @@ then one metadata request to the hub), so a zoo run can skip a model already in 
 the same revision. `fetch_weights` downloads what is missing and returns the local file.
 timm configs that give only a URL (`cfg.url`) use torch.hub's cache and its checksum (the hash
 prefix in the file name, when the publisher gave one).
+
+`open_ranged_weights` reads a safetensors release that is not cached by byte ranges instead
+(adapters/ranged.py): the header, then the tensors shaped like depthwise kernels; nothing is
+written to a cache. Hub releases are read at the listed commit through huggingface_hub's session;
+URL-only releases over plain HTTP(S) with no hub token sent (their hash prefix covers the whole
+file, so it cannot be checked on a ranged read: the size and ETag of every response are).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kernel_catalog.adapters import hub
+from kernel_catalog.adapters.ranged import FullDownloadNeeded, RemoteSafetensors, SUFFIXES, depthwise_candidates
 from kernel_catalog.adapters.hub import RemoteFile, RemoteWeights
 from kernel_catalog.errors import CatalogError, error_summary
 
@@ -62,6 +69,43 @@ def fetch_weights(plan: RemoteWeights) -> Path:
     if path is not None:
         return path
     return hub.download(plan.repo, file.name, plan.extra.get("requested_revision"), plan.model)
+
+
+def open_ranged_weights(plan: RemoteWeights) -> RemoteSafetensors | None:
+    """The plan's safetensors file opened for ranged reads, its depthwise-shaped tensors fetched;
+    None when it is to be downloaded whole (not ranged, cached, not safetensors, Range ignored)."""
+    (file,) = plan.files
+    if not plan.extra.get("ranged") or plan.cached or not file.name.endswith(SUFFIXES):
+        return None
+    try:
+        if plan.kind == "url":
+            if _url_path(plan.repo).is_file():
+                return None
+            remote = _open_url(plan)
+        else:
+            if hub.cached_file(plan.repo, file.name, plan.revision) is not None:
+                return None
+            remote = hub.open_ranged(plan.repo, file.name, plan.revision, plan.model)
+        remote.fetch(depthwise_candidates(remote.tensors))
+    except FullDownloadNeeded:
+        return None
+    return remote
+
+
+def _open_url(plan: RemoteWeights) -> RemoteSafetensors:
+    from huggingface_hub.utils import build_hf_headers
+
+    if hub.offline():
+        raise CatalogError(f"{plan.model}: {plan.repo} is not in torch.hub's cache {torch_hub_dir()} and "
+                           "HF_HUB_OFFLINE is set; unset it to download, or pass --checkpoint FILE")
+
+    def failed(exc: Exception) -> CatalogError:
+        return CatalogError(f"{plan.model}: cannot download {plan.repo} ({type(exc).__name__}: "
+                            f"{error_summary(exc).splitlines()[0]}); check the network and run again,"
+                            f" or {_HINT}")
+
+    headers = {"user-agent": build_hf_headers(token=False)["user-agent"]}     # no hub token to another host
+    return RemoteSafetensors(plan.repo, headers, plan.repo, failed, hub.timeout())
 
 
 def evict_weights(plan: RemoteWeights) -> None:

@@ -1,34 +1,38 @@
 """Read a timm architecture's depthwise kernels: the work behind TimmAdapter.read().
 
-Fast path (checkpoint and cache): the architecture is built on the meta device (no memory, no
-init), its depthwise modules give the tensor names, and only those tensors are read from the
-file. A real model is built only when it must be: --reparam on a model with reparameterisable
+Fast path (checkpoint, cache, ranged read): the architecture is built on the meta device (no
+memory, no init), its depthwise modules give the tensor names, and only those tensors are read
+from the file (or fetched by byte ranges, adapters/ranged.py). A real model is built only when it must be: --reparam on a model with reparameterisable
 blocks, or a checkpoint in another layout that timm's own filter has to convert.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from kernel_catalog.adapters.base import DepthwiseLayer, Extraction, IngestOptions, select_by_name
-from kernel_catalog.adapters.timm._checkpoint import WeightFile, describe, mismatches
+from kernel_catalog.adapters.ranged import FullDownloadNeeded, ranged_allowed
+from kernel_catalog.adapters.timm._checkpoint import RemoteWeightFile, WeightFile, describe, mismatches
 from kernel_catalog.adapters import hub
 from kernel_catalog.adapters.hub import RemoteWeights
-from kernel_catalog.adapters.timm._hub import fetch_weights, resolve_weights
+from kernel_catalog.adapters.timm._hub import fetch_weights, open_ranged_weights, resolve_weights
 from kernel_catalog.adapters.timm._layers import (DepthwiseSpec, find_depthwise, has_reparam_blocks,
                                   kernels_from_tensor, module_weight)
 from kernel_catalog.adapters.timm._names import TimmName, cfg_to_json, parse_name, pretrained_cfg
 from kernel_catalog.errors import CatalogError
 
 
-def read_timm(source: str, options: IngestOptions, plan: RemoteWeights | None = None) -> Extraction:
+def read_timm(source: str, options: IngestOptions, plan: RemoteWeights | None = None,
+              remote: Any = None) -> Extraction:
     """The Extraction for a timm name under the ingest options (see TimmAdapter).
 
-    `plan` is the resolved published weights (TimmAdapter.resolve), downloaded when missing.
+    `plan` is the resolved published weights (TimmAdapter.resolve), downloaded when missing;
+    `remote` its file opened for ranged reads by TimmAdapter.fetch (RemoteSafetensors), if it was.
     """
     import timm
 
@@ -41,8 +45,29 @@ def read_timm(source: str, options: IngestOptions, plan: RemoteWeights | None = 
     found = find_depthwise(skeleton, "unfused" if has_reparam_blocks(skeleton) else None)
     if not found:                       # say so before looking for weights
         raise _no_depthwise(name)
+    if options.checkpoint is None:
+        cfg = pretrained_cfg(name)
+        if plan is None:
+            plan = resolve_weights(name.source, cfg)
+            plan = replace(plan, extra={**plan.extra, "ranged": ranged_allowed(options.full_download)})
+        remote = remote if remote is not None else open_ranged_weights(plan)
+        if remote is not None:
+            try:
+                return _read_ranged(name, skeleton, found, plan, remote, cfg, options, dict(meta))
+            except FullDownloadNeeded:
+                pass                        # e.g. a tensor of a dtype read here does not decode
     origin, path = _locate_weights(name, options, meta, plan)
-    return _read_file(name, skeleton, found, path, origin, options, meta)
+    return _read_file(name, skeleton, found, WeightFile(path), origin, options, meta)
+
+
+def _read_ranged(name: TimmName, skeleton: nn.Module, found: list[DepthwiseSpec], plan: RemoteWeights,
+                 remote: Any, cfg: Any, options: IngestOptions, meta: dict[str, Any]) -> Extraction:
+    """The published weights read by byte ranges: the fast path over the header's shapes."""
+    meta.update(weights="hf-hub" if plan.kind == "hf" else "url", file=remote.url, hf_revision=plan.revision,
+                pretrained_cfg=cfg_to_json(cfg) if cfg is not None else None)
+    extraction = _read_file(name, skeleton, found, RemoteWeightFile(remote), plan.repo, options, meta)
+    extraction.meta["hub"] = hub.provenance(plan, {}, {plan.files[0].name: remote})
+    return extraction
 
 
 def _locate_weights(name: TimmName, options: IngestOptions, meta: dict[str, Any],
@@ -104,13 +129,13 @@ def _read_random(name: TimmName, options: IngestOptions, meta: dict[str, Any]) -
     return Extraction(name.source, f"random-init(seed={options.seed})", False, layers, meta)
 
 
-def _read_file(name: TimmName, skeleton: nn.Module, found: list[DepthwiseSpec], path: Path,
+def _read_file(name: TimmName, skeleton: nn.Module, found: list[DepthwiseSpec], opened: WeightFile,
                origin: str, options: IngestOptions, meta: dict[str, Any]) -> Extraction:
     """Fast path: only the depthwise tensors of `found` leave the file, unless a real model is needed."""
     reparam = found[0].meta["reparam"]
     loose = _classifier_prefixes(skeleton)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    with WeightFile(path) as weights:
+    with opened as weights:
         meta["state_dict_key"] = weights.wrapper_key
         problems = mismatches(expected, weights.shapes, loose)
         # A weight that is not a plain state_dict entry (e.g. a parametrization) needs the module.
