@@ -43,7 +43,7 @@ def small(tmp_path_factory):
     np.savez(folder / "planted.npz", weights=bank.kernels.reshape(-1, 7, 7))
     ingest(catalog, str(folder / "noise.npz"))
     ingest(catalog, str(folder / "planted.npz"))
-    in_sample = embed(catalog, "plain", params=PARAMS, progress=False)
+    in_sample = embed(catalog, "plain", params=replace(PARAMS, cross_fit=0), progress=False)   # explicitly in sample
     held_out = embed(catalog, "held", params=replace(PARAMS, cross_fit=2), progress=False)
     return catalog, in_sample, held_out
 
@@ -107,3 +107,25 @@ def test_per_model_runs_score_each_models_kernels_held_out(small, tmp_path):
     assert model == "noise" and m["cross_fit"] == 2 and metrics["cross_fit"] == 2
     assert metrics["classified"] == pytest.approx(held_out["3x3"]["classified"])   # same folds, same seed
     assert metrics["classified_in_sample"] == pytest.approx(held_out["3x3"]["classified_in_sample"])
+
+
+def test_auto_folds_follow_the_verdict_count():
+    auto = EmbedParams()
+    assert auto.cross_fit is None
+    assert [auto.folds(n) for n in (0, 3, 4, 7, 10, 999, 1000, 50_000)] == [0, 0, 2, 3, 5, 5, 0, 0]
+    assert EmbedParams(cross_fit=0).folds(10) == 0 and EmbedParams(cross_fit=3).folds(50_000) == 3
+
+
+def test_by_default_a_small_size_is_scored_held_out_and_the_report_says_so(small, tmp_path):
+    from kernel_catalog.report.report import held_out_lines
+
+    catalog = copy_catalog(small[0], tmp_path)                  # this test writes a run
+    said = []
+    metrics = embed(catalog, "auto", "kh = 3", params=replace(PARAMS, cross_fit=None, epochs=50), progress=False,
+                    echo=said.append)["3x3"]
+    assert metrics["cross_fit"] == 5 and metrics["cross_fit_rule"] == "auto" and "classified_in_sample" in metrics
+    assert any("3x3: scored held out by default" in line for line in said)
+    (line,) = held_out_lines(catalog, "auto")
+    assert line.startswith("3x3: scored held out in 5 folds (by default: fewer than 1000 usable kernels")
+    assert held_out_lines(catalog, "plain") == [] and "as asked" in held_out_lines(catalog, "held")[0]
+    assert not any("too small" in w for w in verdict_warnings(catalog, "auto"))

@@ -20,9 +20,10 @@ from kernel_catalog.store import Catalog
 def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, where: str | None = None,
             device: str = "auto", epochs: int | None = None, seed: int = 0, threads: int | None = None,
             replace: bool = False, echo=lambda line: None, progress: bool = True, per_model: bool = False,
-            cross_fit: int = 0) -> str:
+            cross_fit: int | None = None) -> str:
     """Run the three steps; returns the cluster run's name, `run` (default: the preset name);
-    the embed run is `run-ae`. Table 1 is then `report(catalog, run)`."""
+    the embed run is `run-ae`. Table 1 is then `report(catalog, run)`. cross_fit: as
+    `EmbedParams.cross_fit` (None: sizes below MIN_VERDICT_KERNELS usable kernels scored held out)."""
     from dataclasses import replace as with_changes
 
     embed_params, cluster_params = PRESETS[preset]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from kernel_catalog.analysis.preprocess import DEFAULT_METHOD, METHODS as PREPROCESS_METHODS
 
-__all__ = ["CLUSTER_METHODS", "DEFAULT_ALPHA", "DEFAULT_NAME_THRESHOLD", "DEVICES", "MIN_VERDICT_KERNELS",
+__all__ = ["AUTO_CROSS_FIT_FOLDS", "CLUSTER_METHODS", "DEFAULT_ALPHA", "DEFAULT_NAME_THRESHOLD", "DEVICES", "MIN_VERDICT_KERNELS",
            "PREPROCESS_METHODS", "PRESETS", "SPACES", "THRESHOLD_RULES", "ClusterParams", "EmbedParams",
            "available_cores", "calibrated_threshold", "default_threshold", "from_record", "published_threshold",
            "size_key", "to_record"]
@@ -29,6 +29,9 @@ DEFAULT_NAME_THRESHOLD = 0.6   # naming: a best cosine below this is 'unmatched'
 THRESHOLD_RULES = ("published", "calibrated", "fixed")
 DEFAULT_ALPHA = 0.05          # calibrated: the iid Gaussian null is classified at most this often
 MIN_VERDICT_KERNELS = 1000    # fewer usable kernels of a size than this: the report warns
+# cross_fit=None (auto): a training set of fewer than MIN_VERDICT_KERNELS usable kernels is scored held
+# out in this many folds (bench/bench_memorisation.py: in-sample scores of small selections are memory)
+AUTO_CROSS_FIT_FOLDS = 5
 
 
 def size_key(kh: int, kw: int) -> str:
@@ -93,7 +96,10 @@ class EmbedParams:
     alpha: float = DEFAULT_ALPHA         # calibrated thresholds: null classified at most alpha
     latent_dims: dict[str, int] = field(default_factory=dict)    # "3x3" -> 1 overrides latent_dim
     per_model: bool = False              # one autoencoder (and null) per model and size
-    cross_fit: int = 0                   # >= 2: score each kernel (and null kernel) held out, in this many folds
+    # None (auto): sizes (per model with per_model) of fewer than MIN_VERDICT_KERNELS usable kernels are
+    # scored held out in AUTO_CROSS_FIT_FOLDS folds, larger ones in sample; 0: every size in sample;
+    # K >= 2: every size held out in K folds (each kernel, and each null kernel)
+    cross_fit: int | None = None
 
     def threshold(self, kh: int, kw: int) -> float:
         """The fixed threshold of a size (an explicit override, else the paper's rule by tap count)."""
@@ -108,6 +114,17 @@ class EmbedParams:
         if self.threshold_rule == "published" and published_threshold(kh, kw) is not None:
             return "published"
         return "calibrated"
+
+    def folds(self, usable: int) -> int:
+        """The folds a training set of `usable` kernels is scored held out in (0: in sample).
+        An explicit cross_fit means what it says; auto (None) cross-fits below MIN_VERDICT_KERNELS,
+        in fewer folds where a set has under two kernels a fold for AUTO_CROSS_FIT_FOLDS (none below 4)."""
+        if self.cross_fit is not None:
+            return self.cross_fit
+        if usable >= MIN_VERDICT_KERNELS:
+            return 0
+        folds = min(AUTO_CROSS_FIT_FOLDS, usable // 2)
+        return folds if folds >= 2 else 0
 
     def latent(self, kh: int, kw: int) -> int:
         return int(self.latent_dims.get(size_key(kh, kw), self.latent_dim))

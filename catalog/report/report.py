@@ -87,6 +87,24 @@ def verdict_warnings(catalog: Catalog, run: str) -> list[str]:
     return lines
 
 
+def held_out_lines(catalog: Catalog, run: str) -> list[str]:
+    """One line per kernel size (or per model of a per-model run) scored held out (cross-fitted):
+    its folds, why (by default, below MIN_VERDICT_KERNELS usable kernels; or asked for), and the
+    in-sample share it replaces."""
+    record = require_run(catalog, run)
+    embed_record = record if record.kind == "embed" else require_run(catalog, record.parent, "embed")
+    lines = []
+    for key, m in sorted(embed_record.metrics.items()):
+        for model, mm in (m.get("models") or {None: m}).items():
+            if not mm.get("cross_fit"):
+                continue
+            why = (f"by default: fewer than {MIN_VERDICT_KERNELS} usable kernels, whose in-sample scores are memory"
+                   if mm.get("cross_fit_rule") == "auto" else "as asked (--cross-fit)")
+            lines.append(f"{key}{'' if model is None else f' {model}'}: scored held out in {mm['cross_fit']} folds "
+                         f"({why}): classified {mm['classified']:.1%}, in sample {mm['classified_in_sample']:.1%}")
+    return lines
+
+
 def seed_stability_lines(record: RunRecord) -> list[str]:
     """One line per size of a cluster run: its seed ARI (partition stability across seeds)."""
     return [f"{key}: seed ARI {m['seed_ari']:.2f} (k={m.get('k')}, {m.get('seed_ari_n')} kernels, 2 further seeds)"

@@ -1,7 +1,8 @@
 """`catalog embed`: train one autoencoder per kernel size on a selection, store embeddings.
 
 Per size (and per model with `per_model`): preprocess (one pure function), train (or reuse a
-run's model with --from-model), encode every kernel, and run the same protocol on an iid
+run's model with --from-model), encode every kernel, score small groups held out (`cross_fit`; by
+default those below MIN_VERDICT_KERNELS usable kernels, `EmbedParams.folds`), and run the same protocol on an iid
 Gaussian control of the same shape and count, at most `NULL_SAMPLE` (2 M) kernels (the null model
 every report shows; its size is `null_n` in the run's metrics). The null
 also calibrates a threshold: the largest at which it is classified at most alpha of the time
@@ -9,20 +10,24 @@ also calibrates a threshold: the largest at which it is classified at most alpha
 the classified share of the data and of the null at both, and which one it uses
 (`EmbedParams.threshold_source`; `thresholds`). Results are appended as a run: embeddings Parquet + the
 autoencoder files + a runs row.
+
+The autoencoders of a size held in memory (its own, per model with `per_model`, each fold's, the
+null's) train together as one batched ensemble (`ensemble.train_ensemble`: each equals the model
+trained alone within float tolerance); a size streamed from Parquet, or encoded by Ray, trains alone.
 """
 from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, replace as with_changes
+from dataclasses import asdict, dataclass, field, replace as with_changes
 
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.analysis.embed import autoencoder as ae, cross_fit
-from kernel_catalog.analysis.embed.null_model import run_control
+from kernel_catalog.analysis.embed import autoencoder as ae, cross_fit, ensemble as ens
+from kernel_catalog.analysis.embed.null_model import control_data, run_control
 from kernel_catalog.analysis.embed.thresholds import POOLED, size_metrics
-from kernel_catalog.analysis.params import EmbedParams, available_cores, size_key
+from kernel_catalog.analysis.params import MIN_VERDICT_KERNELS, EmbedParams, available_cores, size_key
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.analysis.runs import RunRecord, check_new_run, commit_run, require_run, result_paths, write_part
 from kernel_catalog.analysis.selection import KernelSelection
@@ -59,11 +64,12 @@ def load_run_models(catalog: Catalog, run: str, device: str = "cpu") -> dict[str
     return models
 
 
-def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool, folds: int = 0) -> np.ndarray:
+def _null(n: int, kh: int, kw: int, params: EmbedParams, progress: bool) -> np.ndarray:
     """Same protocol on iid Gaussian kernels of the same shape and count: own model, same seed,
-    scored held out in `folds` folds when the data were. Returns the null's dissimilarities (1 - cos)."""
+    in sample (a group trained alone; `_plan` draws the null of groups trained together).
+    Returns the null's dissimilarities (1 - cos)."""
     control = run_control(n, kh, kw, threshold=params.threshold(kh, kw), method=params.preprocess,
-                          cross_fit=folds, **params.train_kwargs(progress, kh, kw))
+                          **params.train_kwargs(progress, kh, kw))
     return 1.0 - control.recon_cos.astype(np.float64)
 
 
@@ -108,7 +114,9 @@ def embed(
 
 
 def _check_cross_fit(params: EmbedParams, from_model: str | None, ray: str | None) -> None:
-    if params.cross_fit == 0:
+    """An explicit --cross-fit K must be possible; auto (None) cross-fits what it can (never a
+    reused run's models, never under Ray: those sizes are scored in sample and the report says so)."""
+    if not params.cross_fit:
         return
     if params.cross_fit < 2:
         raise CatalogError(f"--cross-fit {params.cross_fit}: give 0 (off) or a number of folds, at least 2 (e.g. 5)")
@@ -142,7 +150,7 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
         raise CatalogError(f"run '{from_model}' has no autoencoder for {', '.join(missing)}; "
                            "narrow --where to its kernel sizes or train a new run")
     few = [f"{size_key(kh, kw)} has only {n}" for kh, kw, n in sizes if params.cross_fit and n < 2 * params.cross_fit]
-    if few:     # said before any work; a group short of usable kernels is caught in _embed_group
+    if few:     # said before any work; a group short of usable kernels is caught in _plan
         raise _too_few_for_folds(", ".join(few), params.cross_fit)
     if params.per_model and any(n > STREAM_ABOVE for *_, n in sizes):
         raise CatalogError(f"--per-model holds each size in memory: more than {STREAM_ABOVE} kernels of one size")
@@ -164,39 +172,131 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
             else:
                 ids, weights = None, None
             groups = [(POOLED, None)]
-        per_group = {}
+        results, plans, group_n = {}, [], {}
         for name, rows in groups:
             part = (ids, weights) if rows is None else (ids[rows], weights[rows])
-            model, table, recon_cos, in_sample = _embed_group(selection, part, kh, kw, name, params,
-                                                              reused.get(key, {}), blobs, progress,
-                                                              encode if rows is None else None, run)
+            group_n[name] = n if rows is None else len(part[0])
+            if not from_model and part[1] is not None and (rows is not None or encode is None):
+                plans.append(_plan(part, kh, kw, name, params, echo))     # in memory: trained together
+            else:
+                results[name] = _embed_alone(selection, part, kh, kw, name, params, reused.get(key, {}), blobs,
+                                             progress, encode if rows is None else None, run, from_model, echo)
+        _train_together(plans, kh, kw, params, progress, blobs)
+        for plan in plans:
+            results[plan.name] = _finish(plan, kh, kw, params)
+        per_group = {}
+        for name, _ in groups:
+            model, table, recon_cos, in_sample, null_d, folds = results[name]
             device = model.device
             if isinstance(table, list):      # parts Ray workers wrote
                 parts.extend(table)
             else:
                 tables.append(table)
-            null_d = None
-            if params.null_model and not from_model and len(recon_cos):
-                null_n = min(len(recon_cos), NULL_SAMPLE)
-                echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
-                     f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
-                                                        f" (a bounded null for {len(recon_cos)} kernels)"))
-                null_d = _null(null_n, kh, kw, params, progress, folds=params.cross_fit if in_sample is not None else 0)
-            per_group[name] = (recon_cos, null_d, model, n if rows is None else len(part[0]), in_sample)
+            per_group[name] = (recon_cos, null_d, model, group_n[name], in_sample, folds)
         metrics[key] = size_metrics(per_group, kh, kw, params, parent)
         m = metrics[key]
         echo(f"{key}: classified {m['classified']:.1%} at {m['threshold']:.3f} ({m['threshold_source']})"
              + (f" vs null {m['null_classified']:.1%}" if "null_classified" in m else "")
              + (f"; held out in {m['cross_fit']} folds (in sample: {m['classified_in_sample']:.1%})"
                 if "cross_fit" in m else ""))
+        if "cross_fit" in m and m.get("cross_fit_rule") == "auto":
+            echo(f"{key}: scored held out by default: fewer than {MIN_VERDICT_KERNELS} usable kernels, whose "
+                 "in-sample scores are memory (--cross-fit 0 scores them in sample)")
     return metrics, tables, parts, blobs, device
 
 
-def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress, encode=None, run=None):
-    """Train (or reuse) one autoencoder and encode its kernels; returns (model, embeddings table or,
-    encoded by Ray or streamed, the parts written, usable recon_cos, and when cross-fitted the
-    usable kernels' in-sample recon_cos, else None). Cross-fitted, recon_cos (returned and
-    stored) is each kernel's held-out score; z comes from the model trained on every kernel."""
+@dataclass
+class _Plan:
+    """One group of a size (every kernel, or one model's) trained in memory with the size's other
+    groups as one ensemble (`ensemble`): its own model, its fold models, its null's."""
+
+    name: str | None
+    ids: np.ndarray
+    weights: np.ndarray
+    data: np.ndarray                    # the usable kernels, preprocessed, in the table's order
+    folds: int                          # 0: scored in sample
+    fold: np.ndarray | None = None
+    null_x: np.ndarray | None = None    # the null's kernels, preprocessed
+    null_fold: np.ndarray | None = None
+    model: ae.TrainedAutoencoder | None = None
+    fold_models: list = field(default_factory=list)
+    null_models: list = field(default_factory=list)
+
+
+def _plan(part, kh: int, kw: int, name, params: EmbedParams, echo) -> _Plan:
+    """Preprocess a group, choose its folds (`EmbedParams.folds`), draw its null."""
+    ids, weights = part
+    key = size_key(kh, kw)
+    x, usable = preprocess(weights, params.preprocess)
+    data = x[usable]
+    folds = params.folds(len(data))
+    if folds and len(data) < 2 * folds:     # before any training
+        raise _too_few_for_folds(f"{key}{'' if name is None else f' of model {name}'} has only "
+                                 f"{len(data)} usable", folds)
+    plan = _Plan(name, ids, weights, data, folds, fold=cross_fit.fold_of(len(data), folds, params.seed) if folds else None)
+    if params.null_model and len(data):
+        null_n = min(len(data), NULL_SAMPLE)
+        echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
+             f"{null_n} iid Gaussian kernels" + ("" if null_n == len(data) else
+                                                f" (a bounded null for {len(data)} kernels)"))
+        plan.null_x = control_data(null_n, kh, kw, params.seed, params.preprocess)
+        if folds:
+            plan.null_fold = cross_fit.fold_of(len(plan.null_x), folds, params.seed)
+    return plan
+
+
+def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, progress: bool, blobs: dict) -> None:
+    """Every autoencoder the plans of one size need, trained as one ensemble: each group's own
+    model, its fold models, its null's (one, or one a fold: the null is scored as the data are)."""
+    if not plans:
+        return
+    key = size_key(kh, kw)
+    members, slots = [], []
+    for plan in plans:
+        label = key + ("" if plan.name is None else f" {plan.name}")
+        members.append(ens.Member(plan.data, None, params.seed, label))
+        slots.append(lambda m, plan=plan: setattr(plan, "model", m))
+        for x, fold, target, what in ((plan.data, plan.fold, plan.fold_models, ""),
+                                      (plan.null_x, plan.null_fold, plan.null_models, " null")):
+            if x is None:
+                continue
+            for f in range(plan.folds) if fold is not None else [None]:
+                rows = None if f is None else np.flatnonzero(fold != f)
+                members.append(ens.Member(x, rows, params.seed, label + what + ("" if f is None else f" fold {f + 1}")))
+                slots.append(target.append)
+    kwargs = params.train_kwargs(progress, kh, kw)
+    kwargs.pop("seed")
+    for slot, model in zip(slots, ens.train_ensemble(members, kh, kw, desc=f"autoencoders {key}", **kwargs)):
+        slot(model)
+    for plan in plans:
+        if plan.name is not None:
+            plan.model.config["model"] = plan.name
+        blobs[f"autoencoder:{key}" + ("" if plan.name is None else f":{plan.name}")] = \
+            lambda path, m=plan.model: ae.save(m, path)
+
+
+def _finish(plan: _Plan, kh: int, kw: int, params: EmbedParams):
+    """Encode a trained plan's kernels: (model, embeddings table, usable recon_cos (held out when
+    cross-fitted), in-sample recon_cos when cross-fitted else None, null dissimilarities, folds).
+    Cross-fitted, recon_cos (returned and stored) is each kernel's held-out score; z comes from the
+    model trained on every kernel; the null is scored by its fold models alone."""
+    table, recon_cos = _encode_chunks(plan.model, [(plan.ids, plan.weights)], kh, kw, params)
+    in_sample = None
+    if plan.folds:
+        held_out = cross_fit.score_held_out(plan.fold_models, plan.data, plan.fold, params.threads)
+        table, in_sample, recon_cos = _with_held_out(table, held_out), recon_cos, held_out.astype(np.float64)
+    null_d = None
+    if plan.null_x is not None:
+        rcos = (cross_fit.score_held_out(plan.null_models, plan.null_x, plan.null_fold, params.threads) if plan.folds
+                else ae.encode(plan.null_models[0], plan.null_x, threads=params.threads)[2])
+        null_d = 1.0 - rcos.astype(np.float64)
+    return plan.model, table, recon_cos, in_sample, null_d, plan.folds
+
+
+def _embed_alone(selection, part, kh, kw, name, params, reused, blobs, progress, encode, run, from_model, echo):
+    """A group trained on its own (streamed from Parquet, or a sample for Ray) or reused
+    (--from-model), scored in sample: (model, embeddings table or the parts written, usable
+    recon_cos, None, null dissimilarities or None, 0 folds)."""
     ids, weights = part
     key = size_key(kh, kw)
     if name in reused:
@@ -207,9 +307,6 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
         if weights is not None:
             x, usable = preprocess(weights, params.preprocess)
             data = x[usable]
-            if params.cross_fit and len(data) < 2 * params.cross_fit:   # before any training
-                raise _too_few_for_folds(f"{key}{'' if name is None else f' of model {name}'} has only "
-                                         f"{len(data)} usable", params.cross_fit)
         else:
             data = _stream_factory(selection, kh, kw, params.preprocess)
         model = ae.train_autoencoder(data, kh, kw, **params.train_kwargs(progress, kh, kw))
@@ -218,32 +315,33 @@ def _embed_group(selection, part, kh, kw, name, params, reused, blobs, progress,
         blobs[f"autoencoder:{key}" + ("" if name is None else f":{name}")] = lambda path, m=model: ae.save(m, path)
     if encode is not None:      # Ray Data over the Parquet (pooled groups)
         table, recon_cos = encode(model, kh, kw, params)
-        return model, table, recon_cos, None
-    if weights is not None:
+    elif weights is not None:
         table, recon_cos = _encode_chunks(model, [(ids, weights)], kh, kw, params)
-        if params.cross_fit and not reused:
-            table, held_out = _held_out(table, data, kh, kw, params, progress)
-            return model, table, held_out, recon_cos
-        return model, table, recon_cos, None
-    parts, kept = [], []           # streamed: each batch's embeddings written as a part at once
-    for chunk in selection.batches(kh, kw, rows=PART_ROWS):
-        table, recon_cos = _encode_chunks(model, [chunk], kh, kw, params)
-        parts.append(write_part(selection.catalog.data, run, "embeddings", table))
-        kept.append(recon_cos)
-    return model, parts, np.concatenate(kept), None
+    else:
+        table, kept = [], []       # streamed: each batch's embeddings written as a part at once
+        for chunk in selection.batches(kh, kw, rows=PART_ROWS):
+            part_table, part_cos = _encode_chunks(model, [chunk], kh, kw, params)
+            table.append(write_part(selection.catalog.data, run, "embeddings", part_table))
+            kept.append(part_cos)
+        recon_cos = np.concatenate(kept)
+    null_d = None
+    if params.null_model and not from_model and len(recon_cos):
+        null_n = min(len(recon_cos), NULL_SAMPLE)
+        echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
+             f"{null_n} iid Gaussian kernels" + ("" if null_n == len(recon_cos) else
+                                                f" (a bounded null for {len(recon_cos)} kernels)"))
+        null_d = _null(null_n, kh, kw, params, progress)
+    return model, table, recon_cos, None, null_d, 0
 
 
-def _held_out(table: pa.Table, data: np.ndarray, kh: int, kw: int, params: EmbedParams,
-              progress: bool) -> tuple[pa.Table, np.ndarray]:
+def _with_held_out(table: pa.Table, held_out: np.ndarray) -> pa.Table:
     """The embeddings table with each usable kernel's recon_cos replaced by its held-out score
-    (`data`: the usable kernels, preprocessed, in the table's order), and those scores."""
-    held_out = cross_fit.held_out_cos(data, kh, kw, params.cross_fit, **params.train_kwargs(progress, kh, kw))
+    (`held_out`: the usable kernels' scores, in the table's order)."""
     usable = table.column("usable").to_numpy(zero_copy_only=False)
     column = np.full(len(usable), np.nan, np.float32)
     column[usable] = held_out
     index = table.schema.get_field_index("recon_cos")
-    table = table.set_column(index, table.schema.field(index), pa.array(column, mask=~usable))
-    return table, held_out.astype(np.float64)
+    return table.set_column(index, table.schema.field(index), pa.array(column, mask=~usable))
 
 
 def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tuple[pa.Table, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The iid Gaussian control: real kernels must be classified far more often than random ones (README).
+"""The iid Gaussian control: real kernels must be classified far more often than random ones (docs/analysis.md).
 
 Trained kernels must be classified far more often than random kernels of the same shape and
 count under the same protocol: same preprocessing, an autoencoder of its own with the same
@@ -23,6 +23,12 @@ def gaussian_control(n: int, kh: int, kw: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, kh * kw)).astype(np.float32)
 
 
+def control_data(n: int, kh: int, kw: int, seed: int = 0, method: str = DEFAULT_METHOD) -> np.ndarray:
+    """The control's usable kernels, preprocessed as the data are: what its autoencoder trains on."""
+    x, usable = preprocess(gaussian_control(n, kh, kw, seed), method=method)
+    return x[usable]
+
+
 @dataclass
 class ControlResult:
     classified_fraction: float   # share of control kernels with 1 - recon_cos < threshold
@@ -37,8 +43,7 @@ def run_control(n: int, kh: int, kw: int, seed: int = 0, threshold: float | None
     data run's settings) and the same seed; return the share classified under `threshold`
     (default `default_threshold(kh, kw)`). cross_fit >= 2: score each control kernel held out,
     as the data were (`cross_fit.held_out_cos`)."""
-    x, usable = preprocess(gaussian_control(n, kh, kw, seed), method=method)
-    x = x[usable]
+    x = control_data(n, kh, kw, seed, method)
     if cross_fit:   # scored by the fold models alone: a model of every control kernel would go unused
         model, rcos = None, held_out_cos(x, kh, kw, cross_fit, seed=seed, **train_kwargs)
     else:

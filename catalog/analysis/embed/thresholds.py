@@ -3,7 +3,8 @@
 `classification_metrics` gives one group's thresholds (fixed, calibrated on the null, the one used)
 and the share of data and null classified at each; `size_metrics` a size's metrics as the embed run
 records them: pooled over its groups (one per model with `per_model`), a reused run's null
-inherited from its parent run, the in-sample share beside a cross-fitted one.
+inherited from its parent run, the in-sample share beside a cross-fitted one (`cross_fit`: its
+folds; `cross_fit_rule`: 'auto', chosen by the group's size, or 'explicit').
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent:
     """A size's metrics: pooled over its groups, plus one entry per model for per-model runs."""
     key = size_key(kh, kw)
 
-    def one(recon_cos, null_d, model, n, in_sample, inherited: dict) -> dict:
+    def one(recon_cos, null_d, model, n, in_sample, folds, inherited: dict) -> dict:
         if null_d is None and inherited.get("threshold_calibrated") is not None:   # reused: the parent's null
             m = classification_metrics(recon_cos, None, kh, kw, params)
             cal = inherited["threshold_calibrated"]
@@ -58,7 +59,8 @@ def size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent:
         if null_d is not None:
             m["null_n"] = int(len(null_d))
         if in_sample is not None:   # cross-fitted: what the in-sample score would have said
-            m["cross_fit"] = params.cross_fit
+            m["cross_fit"] = folds
+            m["cross_fit_rule"] = "auto" if params.cross_fit is None else "explicit"
             m["classified_in_sample"] = float((1.0 - in_sample < m["threshold"]).mean()) if len(in_sample) else 0.0
         return m
 
@@ -76,5 +78,6 @@ def size_metrics(per_group: dict, kh: int, kw: int, params: EmbedParams, parent:
         if all(field in m for m in models.values()):
             pooled[field] = float(sum(weight[name] * m[field] for name, m in models.items()))
     if all("cross_fit" in m for m in models.values()):
-        pooled["cross_fit"] = params.cross_fit
+        pooled["cross_fit"] = max(m["cross_fit"] for m in models.values())
+        pooled["cross_fit_rule"] = "auto" if params.cross_fit is None else "explicit"
     return pooled

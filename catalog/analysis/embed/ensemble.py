@@ -1,0 +1,275 @@
+"""Many autoencoders of one kernel size trained together: one batched model over a member dimension.
+
+A run trains several autoencoders per size: the run's own, one per cross-fit fold, the null
+model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weight MLP trained
+at batch 4,096, so a training is bound by per-step overhead (Python, optimiser, small kernels),
+not by arithmetic. Here M members share each optimiser step: their weights are stacked over a
+leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
+every member's batch, and a hand-written Adam updates every member at once.
+
+Each member keeps its own seed (initial weights: the same `KernelAutoencoder` the lone trainer
+builds from that seed; shuffling: its own generator), its own rows, its own epoch and step
+count, its own auto-epoch decision and cosine schedule, and stops when its own epochs are done
+(it is then taken out of the stack). Batches are exactly those `autoencoder.train_autoencoder`
+draws for the same rows and seed (same permutations, same cuts); members whose batch is shorter
+in a step are padded, and their loss is the mean over their own rows (zero gradient for the
+padding). The batched products per member are the lone trainer's bit for bit (weights kept as
+nn.Linear's (out, in), multiplied through the transposed view as F.linear does) and Adam is
+torch.optim.Adam's single-tensor update: on CPU, members whose batches are never padded come out
+identical to the member trained alone; a padded step sums the weight gradient over a longer batch
+of zero rows, which can differ in the last bit, and training at lr 1e-2 amplifies such bits over
+thousands of steps. So: equal within float tolerance (tests/test_ensemble.py).
+
+There is no early stopping in the protocol: a member stops after its epochs (auto: enough for
+`min_steps` optimiser steps, decided after its first epoch), whatever the others do.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from kernel_catalog.analysis.embed.autoencoder import (
+    FORMAT, KernelAutoencoder, TrainedAutoencoder, _deterministic, resolve_device,
+)
+from kernel_catalog.errors import CatalogError
+
+_ACT = {"relu": torch.relu, "gelu": nn.functional.gelu, "tanh": torch.tanh}
+# torch.optim.Adam's defaults, which the lone trainer uses
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+
+@dataclass
+class Member:
+    """One autoencoder to train: the rows `data[rows]` (every row of `data` when rows is None) of
+    preprocessed usable kernels, its seed, and what its progress lines call it. Members may share
+    one `data` array (cross-fit folds do): nothing is copied."""
+
+    data: np.ndarray
+    rows: np.ndarray | None = None
+    seed: int = 0
+    desc: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.data) if self.rows is None else len(self.rows)
+
+
+def epoch_batches(n: int, batch_size: int, buffer_rows: int, gen: torch.Generator) -> list[np.ndarray]:
+    """One epoch's batches as positions 0..n-1: what `autoencoder._minibatches` yields for one
+    in-memory array of n rows (one permutation when n <= buffer_rows; above, full batches of one
+    permutation, then the leftover rows permuted again as a last, short batch)."""
+    perm = torch.randperm(n, generator=gen).numpy()
+    if n <= buffer_rows:
+        return [perm[lo:lo + batch_size] for lo in range(0, n, batch_size)]
+    cut = n - n % batch_size
+    batches = [perm[lo:lo + batch_size] for lo in range(0, cut, batch_size)]
+    if cut < n:
+        rest = perm[cut:]
+        batches.append(rest[torch.randperm(len(rest), generator=gen).numpy()])
+    return batches
+
+
+class _State:
+    """A member's own training state: epoch, steps, schedule, this epoch's batches, loss history."""
+
+    def __init__(self, member: Member, gen: torch.Generator):
+        self.member, self.gen = member, gen
+        self.epoch, self.step, self.total_epochs, self.total_steps = 0, 0, None, None
+        self.batches: list[np.ndarray] = []
+        self.pos, self.seen = 0, 0
+        self.history: list[torch.Tensor] = []   # 0-d tensors, read once at the end (no sync per epoch)
+
+
+def _layers(module: KernelAutoencoder) -> list[nn.Linear]:
+    return [m for m in (*module.encoder, *module.decoder) if isinstance(m, nn.Linear)]
+
+
+def train_ensemble(
+    members: Sequence[Member],
+    kh: int,
+    kw: int,
+    latent_dim: int = 2,
+    epochs: int | None = None,
+    batch_size: int = 4096,
+    lr: float = 1e-2,
+    device: str = "auto",
+    progress: bool = True,
+    hidden: tuple[int, ...] = (64, 32),
+    activation: str = "relu",
+    min_steps: int = 3000,
+    max_epochs: int = 2000,
+    shuffle_buffer: int = 1 << 19,
+    threads: int | None = None,
+    desc: str | None = None,
+) -> list[TrainedAutoencoder]:
+    """Train every member as `train_autoencoder(member.data[member.rows], kh, kw, seed=member.seed,
+    **the same settings)` would, all at once; returns their models in member order.
+
+    Settings are shared (one architecture: the members stack); data, seed and stopping are each
+    member's own. Memory: the members' data (shared arrays are held once), one (M, batch, k)
+    batch, and M copies of the weights and of Adam's two moments.
+    """
+    if not members:
+        return []
+    k = kh * kw
+    dev = resolve_device(device)
+    desc = desc or f"autoencoders {kh}x{kw}"
+    for mb in members:
+        if mb.data.ndim != 2 or mb.data.shape[1] != k:
+            raise ValueError(f"training data of shape {mb.data.shape}, expected (m, {k})")
+        if mb.n == 0:
+            raise CatalogError(f"no usable {kh}x{kw} kernels to train the autoencoder on")
+        if not np.isfinite(mb.data if mb.rows is None else mb.data[mb.rows]).all():
+            raise ValueError("training batch has NaN/Inf: pass preprocessed usable rows only")
+    modules = []
+    for mb in members:          # the lone trainer's initial weights, seed by seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mb.seed)
+            modules.append(KernelAutoencoder(k, latent_dim, tuple(hidden), activation))
+    layer_lists = [_layers(m) for m in modules]
+    n_layers = len(layer_lists[0])
+    linear_out = {len(hidden), n_layers - 1}        # the latent and the output layer: no activation
+    act = _ACT[activation]
+    with torch.no_grad():   # weights (M, out, in) as nn.Linear's, biases (M, 1, out): h @ W^T + b per member
+        params = []
+        for i in range(n_layers):
+            params.append(torch.stack([ls[i].weight for ls in layer_lists]).contiguous().to(dev))
+            params.append(torch.stack([ls[i].bias[None] for ls in layer_lists]).contiguous().to(dev))
+    for p in params:
+        p.requires_grad_(True)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    states = [_State(mb, torch.Generator().manual_seed(mb.seed)) for mb in members]
+    active = list(range(len(members)))          # member index of each slot of the stack
+    finished: dict[int, list[torch.Tensor]] = {}
+    loss_acc = torch.zeros(len(members), dtype=torch.float64, device=dev)
+    buffers: dict[int, np.ndarray] = {}
+    global_step = 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, desc=f"{desc} ({len(members)} together)", unit="step", file=sys.stderr,
+               disable=None if progress else True, leave=False)
+    quarter = None
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i in range(n_layers):
+            # the transposed view, as F.linear multiplies: per member the same products, bit for bit
+            h = torch.baddbmm(params[2 * i + 1], h, params[2 * i].transpose(1, 2))
+            if i not in linear_out:
+                h = act(h)
+        return h
+
+    with _deterministic(threads):
+        for st in states:
+            st.batches = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen)
+        while active:
+            # this step's batch of every active member, padded to the longest
+            picks = [states[j].batches[states[j].pos] for j in active]
+            sizes = [len(p) for p in picks]
+            width = max(sizes)
+            buf = buffers.get(width)
+            if buf is None or buf.shape[0] != len(active):
+                buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
+            for slot, (j, p) in enumerate(zip(active, picks)):
+                mb = states[j].member
+                rows = p if mb.rows is None else mb.rows[p]
+                np.take(mb.data, rows, axis=0, out=buf[slot, :len(p)])
+            xb = torch.from_numpy(buf).to(dev, non_blocking=True)
+            counts = torch.tensor(sizes, dtype=torch.float32, device=dev)
+            for p in params:
+                p.grad = None
+            cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
+            if min(sizes) == width:
+                per_member = 1.0 - cos.mean(dim=1)
+            else:       # each member's mean over its own rows (as alone): padded rows get zero gradient
+                per_member = 1.0 - torch.stack([cos[slot, :size].mean() for slot, size in enumerate(sizes)])
+            per_member.sum().backward()
+            # Adam (torch.optim.Adam's single-tensor update), each member at its own learning rate
+            lrs = []
+            for j in active:
+                st = states[j]
+                lrs.append(lr if st.total_steps is None
+                           else lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0))))
+            t = global_step + 1                  # every active member has taken exactly this many steps
+            bc1, bc2_sqrt = 1.0 - BETA1 ** t, math.sqrt(1.0 - BETA2 ** t)
+            step_size = torch.tensor([r / bc1 for r in lrs], dtype=params[0].dtype, device=dev)
+            with torch.no_grad():
+                for p, (m1, m2) in zip(params, moments):
+                    g = p.grad
+                    m1.lerp_(g, 1.0 - BETA1)
+                    m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
+                    denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
+                    p.sub_(m1 * step_size.view(-1, *([1] * (p.dim() - 1))) / denom)
+                loss_acc[torch.tensor(active, device=dev)] += per_member.detach().double() * counts.double()
+            global_step += 1
+            # each member's bookkeeping: end of its epoch, its auto epochs, its end
+            done, ended = [], []
+            for j, size in zip(active, sizes):
+                st = states[j]
+                st.step += 1
+                st.pos += 1
+                st.seen += size
+                if st.pos < len(st.batches):
+                    continue
+                ended.append(j)
+                st.epoch += 1
+                if st.total_epochs is None:
+                    st.total_epochs = epochs if epochs is not None else \
+                        min(max(math.ceil(min_steps / st.step), 10), max_epochs)
+                if st.total_steps is None:
+                    st.total_steps = st.total_epochs * st.step
+                if st.epoch >= st.total_epochs:
+                    done.append(j)
+                else:
+                    st.batches, st.pos = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen), 0
+            if ended:
+                idx = torch.tensor(ended, device=dev)
+                means = loss_acc[idx] / torch.tensor([states[j].seen for j in ended], dtype=torch.float64, device=dev)
+                loss_acc[idx] = 0.0
+                for j, value in zip(ended, means):
+                    states[j].history.append(value)
+                    states[j].seen = 0
+            if bar.total is None and all(states[j].total_steps is not None for j in active):
+                bar.total = max(states[j].total_steps for j in active)
+                quarter = max(bar.total // 4, 1)
+            bar.update(1)
+            if progress and bar.disable and quarter and global_step % quarter == 0:
+                print(f"{desc}: step {global_step}/{bar.total}, {len(active)} of {len(members)} training",
+                      file=sys.stderr, flush=True)
+            if done:                             # out of the stack: keep its weights, drop its slot
+                keep = [slot for slot, j in enumerate(active) if j not in done]
+                for slot, j in enumerate(active):
+                    if j in done:
+                        finished[j] = [p[slot].detach().clone() for p in params]
+                keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
+                with torch.no_grad():
+                    params = [p.index_select(0, keep_t).requires_grad_(True) for p in params]
+                    moments = [(a.index_select(0, keep_t), b.index_select(0, keep_t)) for a, b in moments]
+                active = [active[slot] for slot in keep]
+                buffers.clear()
+    bar.close()
+    out = []
+    for j, (mb, module) in enumerate(zip(members, modules)):
+        st, weights = states[j], finished[j]
+        with torch.no_grad():
+            for i, layer in enumerate(_layers(module)):
+                layer.weight.copy_(weights[2 * i].cpu())
+                layer.bias.copy_(weights[2 * i + 1][0].cpu())
+        module.to(dev).eval()
+        history = [float(h) for h in torch.stack(st.history).cpu()]
+        config = {
+            "format": FORMAT, "kh": kh, "kw": kw, "k": k, "latent_dim": latent_dim,
+            "hidden": list(hidden), "activation": activation, "loss": "1-cos", "optimizer": "adam",
+            "lr": lr, "schedule": "cosine", "batch_size": batch_size, "epochs": st.total_epochs,
+            "steps": st.step, "seed": mb.seed, "shuffle_buffer": shuffle_buffer,
+            "device": str(dev), "threads": threads or torch.get_num_threads(),
+            "torch": str(torch.__version__), "ensemble": len(members),
+        }
+        out.append(TrainedAutoencoder(module, config, history[-1], history, str(dev)))
+    return out

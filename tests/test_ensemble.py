@@ -1,0 +1,108 @@
+"""Ensemble training: autoencoders trained together as one batched model equal each trained alone."""
+import numpy as np
+import pytest
+import torch
+
+from kernel_catalog.analysis.embed.autoencoder import _minibatches, encode, train_autoencoder
+from kernel_catalog.analysis.embed.cross_fit import fold_of, held_out_cos
+from kernel_catalog.analysis.embed.ensemble import Member, epoch_batches, train_ensemble
+from kernel_catalog.analysis.preprocess import preprocess
+from kernel_catalog.errors import CatalogError
+
+# few optimiser steps: training at lr 1e-2 amplifies last-bit differences (batched vs lone kernels
+# sum in another order) by about 10x every few dozen steps, so equality is checked early on
+FAST = dict(epochs=3, batch_size=64, progress=False, threads=1)
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def x():
+    return preprocess(np.random.default_rng(0).normal(size=(300, 25)).astype(np.float32))[0]
+
+
+def _alone(member: Member, **kwargs):
+    data = member.data if member.rows is None else member.data[member.rows]
+    return train_autoencoder(data, 5, 5, seed=member.seed, **kwargs)
+
+
+def _assert_same(alone, together, atol=ATOL):
+    a, b = alone.module.state_dict(), together.module.state_dict()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=atol, rtol=0, msg=name)
+    np.testing.assert_allclose(together.history, alone.history, atol=atol, rtol=0)
+    for field in ("epochs", "steps", "seed", "latent_dim", "hidden", "batch_size", "lr"):
+        assert together.config[field] == alone.config[field], field
+
+
+@pytest.mark.parametrize("n, buffer_rows", [(300, 1 << 19), (300, 100), (256, 100), (40, 100)])
+def test_epoch_batches_are_the_lone_trainers_batches(x, n, buffer_rows):
+    """Same generator state, same rows in the same batches, for one in-memory array (including the
+    buffered path: full batches of one permutation, then the leftover permuted again)."""
+    data = x[:n]
+    lone = list(_minibatches(lambda: iter((data,)), 25, 64, buffer_rows, torch.Generator().manual_seed(7)))
+    gen = torch.Generator().manual_seed(7)
+    ours = [data[b] for b in epoch_batches(n, 64, buffer_rows, gen)]
+    assert [len(b) for b in ours] == [len(b) for b in lone]
+    for a, b in zip(lone, ours):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_each_member_equals_the_member_trained_alone(x):
+    """Own seed, own rows (shared array, a subset, a short set padded in every step), own steps."""
+    members = [Member(x, seed=3), Member(x, np.arange(0, 300, 2), seed=4), Member(x[:40], seed=5),
+               Member(x, np.arange(100, 137), seed=3)]
+    together = train_ensemble(members, 5, 5, **FAST)
+    assert [m.config["steps"] for m in together] == [15, 9, 3, 3]
+    for member, model in zip(members, together):
+        _assert_same(_alone(member, **FAST), model)
+        assert model.config["ensemble"] == 4
+
+
+def test_each_member_decides_its_own_epochs_and_schedule(x):
+    """Auto epochs (enough for min_steps) per member, and the buffered batching, as alone."""
+    kwargs = dict(FAST, epochs=None, min_steps=20, shuffle_buffer=100, batch_size=128)
+    members = [Member(x, seed=1), Member(x[:90], seed=2)]
+    together = train_ensemble(members, 5, 5, **kwargs)
+    assert [(m.config["epochs"], m.config["steps"]) for m in together] == [(10, 30), (20, 20)]
+    for member, model in zip(members, together):
+        _assert_same(_alone(member, **kwargs), model)
+
+
+def test_same_members_same_weights_and_global_state_untouched(x):
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    a = train_ensemble([Member(x, seed=1), Member(x[:50], seed=2)], 5, 5, **FAST)
+    b = train_ensemble([Member(x, seed=1), Member(x[:50], seed=2)], 5, 5, **FAST)
+    for ma, mb in zip(a, b):
+        for name, v in ma.module.state_dict().items():
+            assert torch.equal(v, mb.module.state_dict()[name]), name
+        assert ma.history == mb.history
+    assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == det
+
+
+def test_held_out_scores_equal_fold_models_trained_alone(x):
+    """cross_fit.held_out_cos trains its folds together; each fold's model as if trained alone."""
+    scores = held_out_cos(x, 5, 5, folds=3, seed=2, **FAST)
+    fold = fold_of(len(x), 3, seed=2)
+    for f in range(3):
+        model = train_autoencoder(x[fold != f], 5, 5, seed=2, **FAST)
+        np.testing.assert_allclose(scores[fold == f], encode(model, x[fold == f])[2], atol=ATOL)
+
+
+def test_bad_members(x):
+    with pytest.raises(CatalogError, match="no usable 5x5 kernels"):
+        train_ensemble([Member(x), Member(x, np.arange(0))], 5, 5, **FAST)
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train_ensemble([Member(bad)], 5, 5, **FAST)
+    with pytest.raises(ValueError, match="expected"):
+        train_ensemble([Member(x)], 3, 3, **FAST)
+    assert train_ensemble([], 5, 5, **FAST) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_without_cuda_is_a_user_error(x):
+    with pytest.raises(CatalogError, match="no CUDA device"):
+        train_ensemble([Member(x)], 5, 5, **dict(FAST, device="cuda"))
