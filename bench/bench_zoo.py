@@ -8,7 +8,9 @@ cache (and catalog):
   zoo        `ingest_many(..., jobs=--jobs)`: the real zoo run (what `catalog ingest PATTERN` does).
 Also the sums of per-model download and extraction (read + commit) times from the zoo run.
 Target: zoo wall <= 1.1 x download wall (extraction hidden behind downloads).
-Usage: python bench/bench_zoo.py [--mbps 8] [--jobs 2] [--pattern 'mobilenetv3_small*' ...]
+Whole-file downloads (KERNEL_CATALOG_FULL_DOWNLOAD=1), as measured before ranged reads; --ranged
+measures the default instead (bench/bench_ranged_zoo.py compares the two per model).
+Usage: python bench/bench_zoo.py [--mbps 8] [--jobs 2] [--pattern 'mobilenetv3_small*' ...] [--ranged]
 """
 from __future__ import annotations
 
@@ -78,7 +80,12 @@ def main() -> None:
     parser.add_argument("--mbps", type=float, default=8.0, help="shared link bandwidth, MB/s")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--pattern", action="append", default=None)
+    parser.add_argument("--ranged", action="store_true", help="ranged reads of safetensors (the default)")
     args = parser.parse_args()
+    if args.ranged:
+        os.environ.pop("KERNEL_CATALOG_FULL_DOWNLOAD", None)
+    else:
+        os.environ["KERNEL_CATALOG_FULL_DOWNLOAD"] = "1"
 
     server = HubServer()
     names = serve(server, args.pattern or DEFAULT_PATTERNS)

@@ -15,7 +15,8 @@ For tests of failure: `cut(path, after)` makes the next GET of a file stop after
 close the connection (then, unless then_fail=False, answers 500 until `heal()`; with `from_byte`, only
 a GET whose range starts at or after that offset is cut); `stop()` / `start()` take the server down
 and back up on the same port. `requests` logs (method, path, Range header). `bytes_per_second`
-throttles bodies through one shared link, as a real network connection would (the bench).
+throttles bodies through one shared link, as a real network connection would (the bench);
+`latency` (seconds) delays every response, as a round trip would.
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class HubServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_per_second: float | None = None
         self.ignore_ranges = False
+        self.latency = 0.0
         self.served: dict[str, int] = {}
+        self._digests: dict[bytes, str] = {}
         self._link_free = 0.0
         self._cuts: dict[str, tuple[int, bool, int]] = {}
         self._broken: set[str] = set()
@@ -72,6 +75,14 @@ class HubServer:
         """The next GET of `path` (whose range starts at or after `from_byte`) stops after `after`
         bytes and closes the connection; then 500s until heal() if then_fail."""
         self._cuts[path] = (after, then_fail, from_byte)
+
+    def sha256(self, data: bytes) -> str:
+        """A served file's digest, computed once (hashing 100 MB takes ~0.1 s; the ETag and the
+        listing give it on every request). bytes cache their hash, so the lookup is O(1)."""
+        digest = self._digests.get(data)
+        if digest is None:
+            digest = self._digests[data] = hashlib.sha256(data).hexdigest()
+        return digest
 
     def served_bytes(self, suffix: str = "") -> int:
         """Body bytes written so far for the request paths that end with `suffix`."""
@@ -104,6 +115,7 @@ class HubServer:
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # headers and body are two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args) -> None:   # quiet
         pass
@@ -118,6 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlparse(self.path).path)
         with self.hub.lock:
             self.hub.requests.append((self.command, path, self.headers.get("Range")))
+        if self.hub.latency:
+            time.sleep(self.hub.latency)
         parts = path.strip("/").split("/")
         if parts[0] == "files" and len(parts) == 2:
             return self._file(path, self.hub.urls.get(parts[1]), body, None)
@@ -162,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
                     for n, b in sorted(repo.files.items())]
         else:
             siblings = [{"rfilename": n, "size": len(b),
-                         "lfs": {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b), "pointerSize": 134}}
+                         "lfs": {"sha256": self.hub.sha256(b), "size": len(b), "pointerSize": 134}}
                         for n, b in sorted(repo.files.items())]
             data = {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False,
                     "tags": [f"license:{repo.license}"] if repo.license else [],
@@ -192,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         self.send_response(206 if ranged else 200)
-        etag = hashlib.sha256(data).hexdigest()
+        etag = self.hub.sha256(data)
         self.send_header("ETag", f'"{etag}"')
         if sha:
             self.send_header("X-Repo-Commit", sha)
