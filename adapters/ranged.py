@@ -190,11 +190,11 @@ class RemoteSafetensors:
                                                f" announced ({at}-{last}); {AGAIN}")
                         got += chunk
                         self._count(len(chunk))
-            except (httpx2.TransportError, _Retry):
+            except (httpx2.TransportError, _Retry) as exc:
                 if len(got) == before:
                     idle += 1
                     if idle > RETRIES:
-                        raise
+                        raise (exc.__cause__ or exc) if isinstance(exc, _Retry) else exc
                     time.sleep(wait)
                     wait = min(8.0, wait * 2)
                 else:
@@ -209,6 +209,11 @@ class RemoteSafetensors:
         if status == 200:
             raise FullDownloadNeeded("the server ignores Range requests")
         if status in (408, 429, 500, 502, 503, 504):
+            response.read()
+            try:
+                hf_raise_for_status(response)
+            except Exception as exc:  # noqa: BLE001 -- kept as the reason if the retries run out
+                raise _Retry(status) from exc
             raise _Retry(status)
         if status == 416 and self.size is None:
             raise CatalogError(f"{self.where}: shorter than the 8 bytes a safetensors file starts with; {AGAIN}")

@@ -174,3 +174,17 @@ def test_url_only_release_is_read_by_ranges(ranged_hub, tmp_path):
                                                      license=None))
     assert open_ranged_weights(replace(pth, extra={"ranged": True})) is None
     assert open_ranged_weights(plan) is None                   # not asked for (full_download)
+
+
+def test_gated_repo_is_read_by_ranges_with_hf_token(ranged_hub, tmp_path, monkeypatch):
+    state = {"dw.weight": torch.randn(4, 1, 5, 5), "fc.weight": torch.randn(256, 256)}
+    data = save_bytes(state)
+    ranged_hub.add("acme/gated", {"model.safetensors": data}, gated_token="hf_secret")
+    with pytest.raises(CatalogError, match="HF_TOKEN"):
+        ingest(Catalog(tmp_path / "cat"), "hf:acme/gated")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")                 # read when the requests are made
+    assert ingest(Catalog(tmp_path / "cat"), "hf:acme/gated").action == "added"
+    assert all(r is not None for _, r in ranged_hub.downloads())   # every body request a range
+    assert ranged_hub.served_bytes("model.safetensors") < len(data) / 10
+    (row,) = Catalog(tmp_path / "cat").sql("SELECT weights FROM kernels WHERE channel = 3").to_pylist()
+    assert np.asarray(row["weights"], np.float32).tobytes() == state["dw.weight"][3, 0].numpy().tobytes()
