@@ -148,7 +148,7 @@ SMOKE_CLI = [
     ["sql", "SELECT model, kh, count(*) AS n FROM kernels GROUP BY ALL ORDER BY model, kh"],
     ["embed", "--run", "ae3", "--where", "kh = 3 AND kw = 3", "--epochs", "2"],     # torch
     ["cluster", "--run", "ae3-k4", "--from", "ae3", "--k", "4"],                    # scikit-learn
-    ["report", "ae3-k4"],
+    ["report", "--run", "ae3-k4"],
     ["figure", "clusters", "--run", "ae3-k4", "-o", "clusters.png"],                 # matplotlib
     ["export", "--where", "kh = 5 AND kw = 5", "-o", "k5.npz"],
     ["sql", "SELECT count(*) AS n FROM kernels", "-o", "n.parquet"],                # pyarrow

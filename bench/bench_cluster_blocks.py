@@ -2,7 +2,7 @@
 and peak memory, same catalog, same embed run, same run; the partitions are checked equal.
 
 Sources: one kernel bank of --kernels 7x7 kernels (the 14 planted classes of
-`catalog.analysis.planted`, 50 clean draws each, repeated with fresh noise at SNR 3). Each cluster
+`kernel_catalog.analysis.validation.planted`, 50 clean draws each, repeated with fresh noise at SNR 3). Each cluster
 run goes in its own process, so its peak RSS (VmHWM) is its own: "whole" with the default
 bounds, "blocks" with `cluster_blocks.IN_MEMORY` set to 0 (every size in blocks of --block-rows).
 Usage: python bench/bench_cluster_blocks.py [--kernels 1000000] [--block-rows 262144] [--threads 2]

@@ -79,10 +79,10 @@ def main() -> None:
                   ).column("kernel_id").to_pylist()
 
     t = time.perf_counter()
-    first = cat.nearest(kernel=ids[0], k=10)
+    first = cat.nearest(kernel=ids[0], limit=10)
     t_first = time.perf_counter() - t
-    t_ours = median_time(lambda i: cat.nearest(kernel=i, k=10), [(i,) for i in ids[1:]])
-    t_where = median_time(lambda i: cat.nearest(kernel=i, k=10, where="model = 'm3'"), [(i,) for i in ids[1:]])
+    t_ours = median_time(lambda i: cat.nearest(kernel=i, limit=10), [(i,) for i in ids[1:]])
+    t_where = median_time(lambda i: cat.nearest(kernel=i, limit=10, where="model = 'm3'"), [(i,) for i in ids[1:]])
 
     memory = _memory()   # before the baseline loads its own copy of the kernels
     table = cat.sql("SELECT kernel_id, weights FROM kernels")       # the same kernels, in memory

@@ -1,133 +1,268 @@
-"""The notebook API: one `Catalog` object whose methods are the CLI's commands, same words.
+"""The notebook API, and the only thing the CLI calls: `open()` -> a `Catalog` whose methods are
+the CLI's commands, with the same parameters, the same defaults and the same words.
 
     import kernel_catalog as kc
     cat = kc.open("kernel-catalog")
     cat.ingest("mixnet_s", random_init=True)
     cat.sql("SELECT model, kh, count(*) FROM kernels GROUP BY ALL")   # a pyarrow.Table
+    result = cat.analyze(run="r7", where="kh = 7")                    # result.table, result.warnings
 
-Each method is one call into the stage that does the work (ingest, analysis, report, export);
-heavy stages (torch, matplotlib) are imported on first use, so opening a catalog stays cheap.
+`Catalog` is a facade: it holds the store (`kernel_catalog.store.Catalog`) and does not inherit it,
+so its completion shows the catalog's verbs, not its plumbing. Every default is a library
+constant (here, in `analysis.params` or in the stage that owns it); the CLI builds its options
+from the same constants, and a test walks every command and checks that each option maps to a
+parameter here with an equal default. Heavy stages (torch, matplotlib) load on first use.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
 from kernel_catalog.adapters.base import IngestOptions
-from kernel_catalog.store import Catalog as _StoreCatalog
+from kernel_catalog.analysis.params import DEFAULT_PRESET, ClusterParams, EmbedParams
+from kernel_catalog.analysis.search import (
+    DEFAULT_BINS, DEFAULT_COMPONENTS, DEFAULT_K as DEFAULT_NEAREST, DEFAULT_SIZE,
+)
+from kernel_catalog.errors import CatalogError
+from kernel_catalog.export.export import DEFAULT_BATCH_ROWS
+from kernel_catalog.ingest import DEFAULT_JOBS
+from kernel_catalog.report import GROUPINGS
+from kernel_catalog.store import Catalog as _Store
 
-__all__ = ["Catalog", "open"]
+__all__ = ["Catalog", "RunResult", "open"]
+
+READ_WAIT = 10.0           # seconds a reader waits while a writer commits
+DEFAULT_SEED = 0           # every seeded step (random init, training, clustering, samples)
+DEFAULT_GROUPING = GROUPINGS[0]
 
 
-def _options(checkpoint, name, random_init, reparam, include, exclude, seed) -> IngestOptions:
-    return IngestOptions(checkpoint=Path(checkpoint) if checkpoint else None, name=name,
-                         random_init=random_init, reparam=reparam, include=tuple(include),
-                         exclude=tuple(exclude), seed=seed)
+def _quiet(line: str) -> None:
+    """The default `echo`: a notebook call prints nothing; the CLI passes its own."""
 
 
-class Catalog(_StoreCatalog):
-    """A catalog folder with the whole workflow as methods (see the README's Python API)."""
+@dataclass
+class RunResult:
+    """What an analysis call returns: the run, its metrics per kernel size, the warnings a reader
+    of its numbers needs (seed stability, sizes too small for a verdict), and for `analyze` the
+    report (Table 1)."""
 
-    # -- ingest -----------------------------------------------------------------------------
-    def ingest(self, source: str, *, adapter: str | None = None, checkpoint: str | os.PathLike | None = None,
-               name: str | None = None, random_init: bool = False, reparam: bool = False,
-               include: Iterable[str] = (), exclude: Iterable[str] = (), seed: int = 0,
-               force: bool = False, wait: float | None = None):
-        """Ingest one source (timm name, file); keywords as `catalog ingest`'s flags. Returns an IngestResult."""
-        from kernel_catalog.ingest import ingest
+    run: str
+    kind: str
+    metrics: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    table: pa.Table | None = None
 
-        options = _options(checkpoint, name, random_init, reparam, include, exclude, seed)
-        return ingest(self, source, options, adapter=adapter, force=force, wait=wait)
+
+class Catalog:
+    """A kernel catalog (a folder, or a published URI read-only) with the whole workflow as methods."""
+
+    def __init__(self, location: str | os.PathLike | None = None):
+        self._store = _Store(location)
+
+    def __repr__(self) -> str:
+        return f"kc.open({self._store.location!r})"
+
+    @property
+    def location(self) -> str:
+        """The folder, or the URI of a published catalog."""
+        return self._store.location
+
+    @property
+    def root(self) -> Path:
+        """The local folder of the catalog (for a URI: its cached snapshot)."""
+        return self._store.root
+
+    @property
+    def store(self) -> _Store:
+        """The storage layer under this facade (connections, sessions), for the library's own stages."""
+        return self._store
+
+    def _writable(self) -> _Store:
+        """The store, refusing at once (before any work) when this is a published read-only catalog."""
+        if self._store.uri:
+            self._store.refuse_write()
+        return self._store
+
+    # -- set-up and ingest ------------------------------------------------------------------
+    def init(self, data_root: str | None = None) -> str:
+        """Create the catalog; `data_root` (s3://BUCKET/PREFIX) keeps its Parquet on object storage.
+        Returns where the data lives."""
+        return self._writable().init(data_root).location
+
+    def ingest(self, source: str, **options):
+        """Ingest one source (keywords as `ingest_many`'s); an IngestResult, or a list of them when
+        `source` is a pattern naming several models. Raises CatalogError when a source fails."""
+        from kernel_catalog.ingest import IngestFailure
+
+        outcomes = self.ingest_many([source], **options)
+        for outcome in outcomes:
+            if isinstance(outcome, IngestFailure):
+                raise CatalogError(outcome.message)
+        return outcomes[0] if len(outcomes) == 1 else outcomes
 
     def ingest_many(self, sources: Iterable[str], *, adapter: str | None = None,
                     checkpoint: str | os.PathLike | None = None, name: str | None = None,
                     random_init: bool = False, reparam: bool = False, include: Iterable[str] = (),
-                    exclude: Iterable[str] = (), seed: int = 0, force: bool = False,
-                    wait: float | None = None, on_result: Callable | None = None, progress: bool = False,
-                    jobs: int = 2, evict: bool = False) -> list:
-        """Several sources and fnmatch patterns ('convnext*'); one failure does not stop the others.
+                    exclude: Iterable[str] = (), seed: int = DEFAULT_SEED, replace: bool = False,
+                    jobs: int = DEFAULT_JOBS, evict: bool = False, full_download: bool = False,
+                    wait: float | None = None, ray: str | None = None, on_result: Callable | None = None,
+                    progress: bool = False) -> list:
+        """Sources (timm names, 'convnext*' patterns, hf:ORG/REPO, files); one failure does not stop
+        the others; `replace` replaces a model already in the catalog. Published weights download
+        on `jobs` threads while earlier models are read: from safetensors only the depthwise
+        tensors' byte ranges, unless `full_download`; `evict` deletes each model's downloaded files
+        once committed; `ray` (an address, 'auto' or 'local') fans the sources out as Ray tasks. Returns IngestResult / IngestFailure per source."""
+        from kernel_catalog.ingest import ingest_many, ingest_ray
 
-        Published weights download on `jobs` threads while earlier models are read; `evict` deletes
-        each model's downloaded files from the cache once its kernels are committed."""
-        from kernel_catalog.ingest import ingest_many
-
-        options = _options(checkpoint, name, random_init, reparam, include, exclude, seed)
-        return ingest_many(self, list(sources), options, adapter, force, wait, on_result=on_result,
+        if checkpoint and not Path(checkpoint).is_file():
+            raise CatalogError(f"checkpoint {checkpoint}: no such file")
+        options = IngestOptions(checkpoint=Path(checkpoint) if checkpoint else None, name=name,
+                                random_init=random_init, reparam=reparam, include=tuple(include),
+                                exclude=tuple(exclude), seed=seed, full_download=full_download)
+        store = self._writable()
+        if ray:
+            return ingest_ray(store, list(sources), ray, options, adapter, replace, wait, on_result=on_result,
+                              evict=evict)
+        return ingest_many(store, list(sources), options, adapter, replace, wait, on_result=on_result,
                            progress=progress, jobs=jobs, evict=evict)
 
-    # -- looking -----------------------------------------------------------------------------
+    # -- looking ------------------------------------------------------------------------------
+    def sql(self, query: str, params: list | None = None, *, allow: Iterable[str] = (),
+            wait: float = READ_WAIT) -> pa.Table:
+        """A read-only query; it reads the catalog's files and the files or folders in `allow`
+        (yours, named by you), nothing else. Returns a pyarrow.Table."""
+        return self._store.sql(query, params, allow=tuple(str(path) for path in allow), wait=wait)
+
+    @contextmanager
+    def reader(self, wait: float = READ_WAIT) -> Iterator:
+        """A read-only DuckDB connection with every view (it reads only the catalog's files)."""
+        with self._store.reader(wait=wait) as con:
+            yield con
+
+    def sqlalchemy_engine(self):
+        """A read-only SQLAlchemy engine (duckdb-engine); `engine.dispose()` when done."""
+        return self._store.sqlalchemy_engine()
+
     def models(self) -> pa.Table:
+        """The models in the catalog."""
         from kernel_catalog.store.query import list_models
 
-        return list_models(self)
+        return list_models(self._store)
 
     def layers(self, model: str) -> pa.Table:
+        """The depthwise layers of `model` with their metadata."""
         from kernel_catalog.store.query import list_layers
 
-        return list_layers(self, model)
+        return list_layers(self._store, model)
+
+    @staticmethod
+    def adapters() -> pa.Table:
+        """The installed adapter plugins with their versions."""
+        from kernel_catalog.adapters import adapters_table
+
+        return pa.Table.from_pylist(adapters_table())
 
     def runs(self) -> pa.Table:
+        """The analysis runs with their parameters and metrics."""
         from kernel_catalog.analysis.runs import list_runs
 
-        return list_runs(self)
-
-    # -- the analysis --------------------------------------------------------------------------
-    def embed(self, run: str, where: str | None = None, *, replace: bool = False,
-              from_model: str | None = None, progress: bool = True, **params):
-        """Train the autoencoders and store embeddings; **params are EmbedParams fields (latent_dim, ...)."""
-        from kernel_catalog.analysis.embed import embed
-        from kernel_catalog.analysis.params import EmbedParams
-
-        return embed(self, run, where, EmbedParams(**params), from_model=from_model, replace=replace,
-                     progress=progress)
-
-    def cluster(self, run: str, from_run: str, *, replace: bool = False, **params):
-        """Cluster an embed run; **params are ClusterParams fields (k, space, method, seed, ...)."""
-        from kernel_catalog.analysis.cluster import cluster_run
-        from kernel_catalog.analysis.params import ClusterParams
-
-        return cluster_run(self, run, from_run, ClusterParams(**params), replace=replace)
-
-    def identify(self, run: str, templates: str = "builtin", **kwargs):
-        from kernel_catalog.analysis.cluster import identify
-
-        return identify(self, run, templates, **kwargs)
-
-    def analyze(self, preset: str = "default", run: str | None = None, where: str | None = None,
-                **kwargs) -> pa.Table:
-        """Embed, cluster and name with a preset protocol; returns Table 1."""
-        from kernel_catalog.analysis.analyze import analyze
-
-        return self.report(analyze(self, preset, run, where, **kwargs), "model")
+        return list_runs(self._store)
 
     def delete_run(self, run: str) -> int:
+        """Remove exactly this run's rows and result files; returns how many files."""
         from kernel_catalog.analysis.runs import delete_run
 
-        return delete_run(self, run)
+        return delete_run(self._writable(), run)
+
+    def verify(self, repair: bool = False):
+        """fsck: schema, markers, each data file's size and SHA-256, strays; `repair` removes the
+        strays the catalog owns. Returns a VerifyReport (`.clean`, `.lines()`)."""
+        from kernel_catalog.store.verify import verify
+
+        return verify(self._writable() if repair else self._store, repair=repair)
+
+    # -- the analysis -------------------------------------------------------------------------
+    def embed(self, run: str, where: str | None = None, *, from_model: str | None = None, replace: bool = False,
+              ray: str | None = None, echo: Callable[[str], None] = _quiet, progress: bool = False,
+              **params) -> RunResult:
+        """Train the autoencoders and store every kernel's embedding; **params are EmbedParams
+        fields (latent_dim, device, epochs, batch_size, seed, threads, preprocess, thresholds,
+        null_model, threshold_rule, alpha, per_model, cross_fit) with EmbedParams' defaults."""
+        from kernel_catalog.analysis.embed import embed
+
+        metrics = embed(self._writable(), run, where, _params(EmbedParams, params), from_model=from_model,
+                        replace=replace, echo=echo, ray=ray, progress=progress)
+        return RunResult(run, "embed", metrics, self.warnings(run))
+
+    def cluster(self, run: str, from_run: str, *, replace: bool = False, ray: str | None = None,
+                echo: Callable[[str], None] = _quiet, **params) -> RunResult:
+        """Cluster an embed run per kernel size and name the clusters; **params are ClusterParams
+        fields (k, k_max, space, method, seed, templates, name_threshold, threads)."""
+        from kernel_catalog.analysis.cluster import cluster_run
+
+        metrics = cluster_run(self._writable(), run, from_run, _params(ClusterParams, params), replace=replace,
+                              echo=echo, ray=ray)
+        return RunResult(run, "cluster", metrics, self.warnings(run))
+
+    def identify(self, run: str, *, templates: str = ClusterParams.templates,
+                 name_threshold: float = ClusterParams.name_threshold,
+                 echo: Callable[[str], None] = _quiet) -> RunResult:
+        """(Re)name the clusters and kernels of a cluster run against template families."""
+        from kernel_catalog.analysis.cluster import identify
+
+        metrics = identify(self._writable(), run, templates, name_threshold, echo=echo)
+        return RunResult(run, "cluster", metrics, self.warnings(run))
+
+    def analyze(self, preset: str = DEFAULT_PRESET, run: str | None = None, where: str | None = None, *,
+                device: str = EmbedParams.device, epochs: int | None = EmbedParams.epochs,
+                seed: int = DEFAULT_SEED, threads: int | None = EmbedParams.threads,
+                per_model: bool = EmbedParams.per_model, cross_fit: int | None = EmbedParams.cross_fit,
+                replace: bool = False, echo: Callable[[str], None] = _quiet, progress: bool = False) -> RunResult:
+        """Embed, cluster and name with a preset protocol (`paper` by default, as `catalog analyze`);
+        the result's `table` is Table 1 (classified % against the null), `warnings` what to read
+        it with."""
+        from kernel_catalog.analysis.analyze import analyze
+        from kernel_catalog.analysis.runs import require_run
+
+        name = analyze(self._writable(), preset, run, where, device=device, epochs=epochs, seed=seed,
+                       threads=threads, replace=replace, echo=echo, progress=progress, per_model=per_model,
+                       cross_fit=cross_fit)
+        return RunResult(name, "cluster", require_run(self._store, name).metrics, self.warnings(name),
+                         self.report(name))
+
+    def warnings(self, run: str) -> list[str]:
+        """What to read a run's numbers with: its seed stability per size (cluster runs) and the
+        sizes whose classified % is no verdict (too few kernels in sample, an over-classified null)."""
+        from kernel_catalog.analysis.runs import require_run
+        from kernel_catalog.report.report import seed_stability_lines, verdict_warnings
+
+        return seed_stability_lines(require_run(self._store, run)) + verdict_warnings(self._store, run)
 
     # -- CNN Filter DB's measures and kernel search ---------------------------------------------
     def drift(self, a: str | None = None, b: str | None = None, *, by: str | None = None,
-              where: str | None = None, components: int = 6, bins: int = 32,
+              where: str | None = None, components: int = DEFAULT_COMPONENTS, bins: int = DEFAULT_BINS,
               figure: str | os.PathLike | None = None, force: bool = False) -> pa.Table:
-        """Drift between selections `a` and `b` (SQL over kernels), or of every pair `by` model/layer
-        (with an optional heatmap `figure`); see `kernel_catalog.analysis.drift`."""
-        from kernel_catalog.analysis import search as d
-        from kernel_catalog.errors import CatalogError
+        """Drift between selections `a` and `b` (SQL over kernels), or of every pair `by` model or
+        layer (with an optional heatmap `figure`, replaced only with `force`)."""
+        from kernel_catalog.analysis import search
 
         if by is None:
             if not (a and b) or where or figure:
-                raise CatalogError("give --a SQL and --b SQL, or --by model [--where SQL] [--figure FILE]")
-            return d.drift_table(self, a, b, components, bins)
+                raise CatalogError("drift: give both selections a and b (--a, --b), or by=model|layer (--by) "
+                                   "with an optional where and figure")
+            return search.drift_table(self._store, a, b, components, bins)
         if a or b:
-            raise CatalogError("--by compares every pair of a --where selection; leave out --a/--b")
+            raise CatalogError("drift: by (--by) compares every pair of one selection; leave out a and b")
         if figure is not None:
             from kernel_catalog.report.figures import check_output
 
             check_output(figure, force=force)
-        table = d.drift_by(self, by, where, components, bins)
+        table = search.drift_by(self._store, by, where, components, bins)
         if figure is not None:
             from kernel_catalog.report.filterdb_figures import figure_drift_heatmap
 
@@ -135,49 +270,71 @@ class Catalog(_StoreCatalog):
         return table
 
     def nearest(self, *, kernel: int | None = None, template: str | None = None,
-                npy: str | os.PathLike | None = None, k: int = 10, where: str | None = None,
-                signless: bool = False, templates: str = "builtin", size: str | None = None) -> pa.Table:
-        """The k kernels most like one query (exactly one of kernel / template / npy), highest cosine first."""
+                npy: str | os.PathLike | None = None, limit: int = DEFAULT_NEAREST, where: str | None = None,
+                signless: bool = False, templates: str = ClusterParams.templates,
+                size: str | None = None) -> pa.Table:
+        """The `limit` kernels most like one query (exactly one of kernel / template / npy), highest
+        first; a template query is of `size` (default DEFAULT_SIZE, 7x7)."""
         from kernel_catalog.analysis.search import nearest
 
-        return nearest(self, kernel=kernel, template=template, npy=None if npy is None else str(npy), k=k,
-                       where=where, signless=signless, templates=templates, size=size)
+        return nearest(self._store, kernel=kernel, template=template, npy=None if npy is None else str(npy),
+                       k=limit, where=where, signless=signless, templates=templates, size=size)
 
     # -- what people look at -------------------------------------------------------------------
-    def report(self, run: str, by: str = "model", classified_only: bool = False) -> pa.Table:
+    def report(self, run: str, by: str = DEFAULT_GROUPING, classified_only: bool = False) -> pa.Table:
+        """A run as a table: by model (Table 1), layer, depth, kernel_size or cluster."""
         from kernel_catalog.report.report import report
 
-        return report(self, run, by, classified_only)
+        return report(self._store, run, by, classified_only)
 
-    def figure(self, kind: str, output: str | os.PathLike, **kwargs):
-        """Draw a figure (`kernels`, `clusters`, `layers`, `classified`) to a .png/.pdf/.svg file."""
-        from kernel_catalog.report import figures
+    def figure(self, kind: str, output: str | os.PathLike, *, force: bool = False, **options):
+        """Draw one figure (`kernels`, `clusters`, `layers`, `classified`, `layer-profile`) to a
+        .png/.pdf/.svg file (an existing one only with `force`); options as that kind takes them
+        (e.g. run=, model=, where=)."""
+        from kernel_catalog.report.figures import draw_figure
 
-        return figures.draw_figure(self, kind, output, **kwargs)
+        return draw_figure(self._store, kind, output, force=force, **options)
 
-    def gallery(self, run: str, output: str | os.PathLike, **kwargs) -> dict:
+    def gallery(self, run: str, output: str | os.PathLike, *, force: bool = False, seed: int = DEFAULT_SEED,
+                echo: Callable[[str], None] = _quiet) -> dict:
+        """A static HTML gallery of a cluster run; `force` replaces only a gallery this tool wrote."""
         from kernel_catalog.report.gallery import write_gallery
 
-        return write_gallery(self, run, output, **kwargs)
+        return write_gallery(self._store, run, output, force=force, seed=seed, echo=echo)
 
     def export(self, output: str | os.PathLike, *, query: str | None = None, where: str | None = None,
-               fmt: str | None = None, force: bool = False, **kwargs):
-        """Write a selection with its provenance manifest (Parquet, CSV or NPZ by the suffix)."""
+               fmt: str | None = None, force: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+               wait: float = READ_WAIT, progress: bool = False):
+        """Write a selection with its provenance manifest (Parquet, CSV or NPZ by the suffix or `fmt`)."""
         from kernel_catalog.export.export import export
 
-        return export(self, output, query=query, where=where, fmt=fmt, force=force, **kwargs)
+        return export(self._store, output, query=query, where=where, fmt=fmt, force=force, batch_rows=batch_rows,
+                      wait=wait, progress=progress)
+
+    def demo(self, cache: str | os.PathLike | None = None, figures: str | os.PathLike | None = None,
+             echo: Callable[[str], None] = _quiet) -> dict[str, pa.Table]:
+        """Real trained kernels (PaddleOCR ONNX models from PyPI wheels) and a timm reference, the
+        paper's analysis and its figures (default <catalog>/figures); returns the result tables.
+        `cache`: where downloaded files are kept (default: $KERNEL_CATALOG_CACHE or ~/.cache/kernel-catalog)."""
+        from kernel_catalog.demo.demo import run_demo
+        from kernel_catalog.store.datafs import cache_dir
+
+        return run_demo(self._writable(), Path(cache) if cache else cache_dir(), echo=echo,
+                        figures_dir=Path(figures) if figures else None)
 
 
-    def verify(self, repair: bool = False):
-        """fsck: schema, markers, each data file's size and SHA-256, strays; `repair` removes the
-        strays the catalog owns. Returns a VerifyReport (`.clean`, `.lines()`)."""
-        from kernel_catalog.store.verify import verify
+def _params(cls, given: dict):
+    """EmbedParams / ClusterParams from keywords, naming an unknown one in words for both interfaces."""
+    from dataclasses import fields
 
-        if repair and self.uri:
-            self.refuse_write()
-        return verify(self, repair=repair)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise CatalogError(f"unknown parameter {', '.join(unknown)}; {cls.__name__} takes {', '.join(sorted(known))}")
+    return cls(**given)
 
 
-def open(path: str | os.PathLike | None = None) -> Catalog:   # noqa: A001 - kc.open reads well
-    """The catalog at `path` (default: $KERNEL_CATALOG or ./kernel-catalog); created on first write."""
-    return Catalog(path)
+def open(location: str | os.PathLike | None = None) -> Catalog:   # noqa: A001 - kc.open reads well
+    """The catalog at `location` (a folder; s3://... or another URI: a published one, read-only);
+    default: $KERNEL_CATALOG or ./kernel-catalog. Nothing is created until the first write."""
+    return Catalog(location)

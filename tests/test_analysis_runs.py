@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+import kernel_catalog as kc
 from kernel_catalog.analysis.embed import _run as embed_module
 from kernel_catalog.analysis.cluster import cluster_run, identify
 from kernel_catalog.analysis.embed import embed
@@ -129,17 +130,17 @@ def test_reports_in_every_grouping_and_format(planted, monkeypatch):
     assert names <= set(by_layer.column_names)
     assert abs(sum(by_layer.to_pylist()[0][f] or 0 for f in names) - 1) < 0.01
     monkeypatch.setenv("KERNEL_CATALOG", str(catalog.root))
-    as_json = json.loads(cli("report", "ae-k8", "--by", "kernel_size", "--format", "json", check=True).stdout)
+    as_json = json.loads(cli("report", "--run", "ae-k8", "--by", "kernel_size", "--format", "json", check=True).stdout)
     clear = catalog.sql("SELECT avg((coalesce(kernel_margin, 1) >= 0.05)::INT) AS c FROM labels "
                         "WHERE run = 'ae-k8' AND cluster IS NOT NULL").to_pylist()[0]["c"]
     assert as_json[0]["size"] == "7x7" and as_json[0]["clear_pct"] == round(100 * clear, 1) and 0.5 < clear <= 1
-    as_csv = cli("report", "ae-k8", "--by", "cluster", "--format", "csv", check=True).stdout
+    as_csv = cli("report", "--run", "ae-k8", "--by", "cluster", "--format", "csv", check=True).stdout
     assert as_csv.splitlines()[0] == ("size,cluster,label,family,polarity,orientation,scale,template,score,margin,"
                                       "n_kernels,share,clear_share") and len(as_csv.splitlines()) == K + 1
     per_cluster = report(catalog, "ae-k8", "cluster").to_pylist()
     assert abs(sum(r["clear_share"] * r["n_kernels"] for r in per_cluster) / (N - 3) - clear) < 0.01
     assert report(catalog, "ae", "kernel_size").to_pylist()[0]["clear_pct"] is None      # an embed run names nothing
-    table = cli("report", "ae-k8", "--by", "depth", check=True).stdout
+    table = cli("report", "--run", "ae-k8", "--by", "depth", check=True).stdout
     assert "depth_from" in table and "dog-pos" in table
 
 
@@ -177,7 +178,7 @@ def test_run_names_replace_and_delete(planted_copy):
     assert catalog.sql("SELECT count(*) AS n FROM clusters WHERE run = 'extra'").to_pylist() == [{"n": 0}]
     assert not list((catalog.root / "results").glob("run=extra*/*"))
     assert snapshot(catalog) == before                       # kernels untouched throughout
-    assert_one_line_error(cli("--catalog", str(catalog.root), "report", "nope"), "unknown run 'nope'")
+    assert_one_line_error(cli("--catalog", str(catalog.root), "report", "--run", "nope"), "unknown run 'nope'")
 
 
 def test_identify_with_the_master_key_templates(planted_copy):
@@ -300,12 +301,13 @@ def test_per_model_autoencoders_and_small_selection_warning(planted_copy):
     assert all(m["usable"] == 400 for m in metrics["models"].values())
     files = catalog.sql("SELECT count(*) AS n FROM result_files WHERE run = 'pm' AND kind = 'autoencoder'").to_pylist()
     assert files == [{"n": 2}]
-    cluster_run(catalog, "pm-k", "pm", ClusterParams(k=K))
+    result = kc.open(catalog.root).cluster("pm-k", "pm", k=K)     # the API returns the warnings ...
     rows = report(catalog, "pm", "model").to_pylist()
     assert [r["model"] for r in rows] == ["bank", "bank3"] and all(r["usable"] == 400 for r in rows)
-    from kernel_catalog.report.report import verdict_warnings
-
-    warnings = verdict_warnings(catalog, "pm-k")
+    warnings = [line for line in result.warnings if "usable kernels" in line]
     assert len(warnings) == 1 and "800 usable kernels (fewer than 1000;" in warnings[0] and "--cross-fit" in warnings[0]
-    delete_run(catalog, "pm-k")
+    printed = cli("--catalog", str(catalog.root), "report", "--run", "pm-k", check=True)   # ... the CLI prints them
+    assert warnings[0] in printed.stderr and warnings[0] not in printed.stdout
+    cli("--catalog", str(catalog.root), "runs", "delete", "--run", "pm-k", check=True)
+    assert "pm-k" not in kc.open(catalog.root).runs().column("run").to_pylist()
     delete_run(catalog, "pm")

@@ -49,7 +49,7 @@ def _state(catalog) -> tuple[set, set]:
 
 
 def _killed_ingest(catalog, model: str, point: str):
-    return run_cli("--catalog", str(catalog.root), "ingest", str(CLS_ONNX), "--name", model, "--force",
+    return run_cli("--catalog", str(catalog.root), "ingest", str(CLS_ONNX), "--name", model, "--replace",
                    "--include", "Conv@2", env={CRASH_ENV: point})
 
 

@@ -26,7 +26,7 @@ def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
     ingest(catalog, str(cls_onnx))                       # a catalog with one model in it
     before = snapshot(catalog)
     killed = run_cli("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--include", "Conv@2",
-                     "--force", env={CRASH_ENV: point})
+                     "--replace", env={CRASH_ENV: point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     after_crash = snapshot(catalog)
     checked = verify(catalog)                           # consistent; at most the dead writer's own strays
@@ -38,7 +38,7 @@ def test_kill_at_each_step_of_a_replacing_ingest(catalog, cls_onnx, point):
         assert len(after_crash["kernels"]) == 8
     # the next writer (the command, in this process: only the killed one needs its own) removes
     # whatever the dead one left and works normally
-    again = run_cli_in_process("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--force", check=True)
+    again = run_cli_in_process("--catalog", str(catalog.root), "ingest", str(cls_onnx), "--replace", check=True)
     assert "replaced" in again.stdout
     final = snapshot(catalog)
     assert _views(final) == _views(before)
@@ -63,7 +63,7 @@ def test_kill_at_random_moments_never_corrupts(catalog, cls_onnx):
     """
     ingest(catalog, str(cls_onnx))
     command = [sys.executable, "-c", "from kernel_catalog.cli import main; main()", "--catalog", str(catalog.root),
-               "ingest", str(cls_onnx), "--force"]
+               "ingest", str(cls_onnx), "--replace"]
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True)
     measured = time.monotonic() - started

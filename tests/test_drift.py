@@ -123,18 +123,18 @@ def test_cli_by_model_with_heatmap_and_errors(cat, tmp_path):
     csv = cli("--catalog", root, "drift", "--a", "model = 'm0' AND kh = 3", "--b", "model = 'm2' AND kh = 3",
                   "--format", "csv", check=True)
     assert csv.stdout.splitlines()[0].startswith("component,explained_variance,kl_ab,kl_ba,symmetric_kl,drift")
-    before = snapshot(cat)
+    before = snapshot(cat.store)
     for args, fragment in [
         (["--a", "model = 'm0'", "--b", "model = 'm1'"], "several sizes"),
         (["--a", "kh = 5", "--b", "kh = 3"], "one size"),
         (["--a", "model = 'nope'", "--b", "kh = 3"], "selects no kernel"),
         (["--a", "no_column", "--b", "kh = 3"], "--a"),
-        (["--a", "kh = 3"], "--a SQL and --b SQL"),
+        (["--a", "kh = 3"], "a and b (--a, --b)"),
         (["--by", "model", "--where", "model = 'm0' AND kh = 5"], "at least two"),
         (["--by", "model", "--where", "kh = 5", "--figure", str(tmp_path / "x.gif")], "unknown figure format"),
     ]:
         assert_one_line_error(cli("--catalog", root, "drift", *args), fragment)
-    assert snapshot(cat) == before
+    assert snapshot(cat.store) == before
     assert not (tmp_path / "x.gif").exists()
 
 

@@ -66,7 +66,7 @@ def _kernel(cat, model: str, layer: str, channel: int):
 @pytest.mark.parametrize("where", [None, "model = 'm2' AND layer = 'b'"])
 def test_nearest_equals_brute_force(cat, signless, where):
     own, weights = _kernel(cat, "m1", "a", 4)
-    got = cat.nearest(kernel=own, k=12, where=where, signless=signless).to_pylist()
+    got = cat.nearest(kernel=own, limit=12, where=where, signless=signless).to_pylist()
     want = brute_force(cat, weights, 5, 5, where or "true", signless)
     admitted = where is None
     if admitted:
@@ -92,12 +92,12 @@ def test_twins_near_zero_and_nan(cat):
     scaled, _ = _kernel(cat, "m1", "a", 6)
     zero, _ = _kernel(cat, "m1", "a", 7)
     nan, _ = _kernel(cat, "m1", "a", 8)
-    rows = cat.nearest(kernel=own, k=3).to_pylist()
+    rows = cat.nearest(kernel=own, limit=3).to_pylist()
     assert [r["kernel_id"] for r in rows[:2]] == [own, scaled] and rows[1]["cosine"] == pytest.approx(1, abs=1e-6)
     assert negated not in [r["kernel_id"] for r in rows]
-    signless = cat.nearest(kernel=own, k=3, signless=True).to_pylist()
+    signless = cat.nearest(kernel=own, limit=3, signless=True).to_pylist()
     assert {r["kernel_id"] for r in signless} == {own, scaled, negated}
-    everything = cat.nearest(kernel=own, k=10_000, signless=True).column("kernel_id").to_pylist()
+    everything = cat.nearest(kernel=own, limit=10_000, signless=True).column("kernel_id").to_pylist()
     assert zero not in everything and nan not in everything and len(everything) == 2 * 300 - 4
     with pytest.raises(CatalogError, match="no direction"):
         cat.nearest(kernel=zero)
@@ -106,19 +106,19 @@ def test_twins_near_zero_and_nan(cat):
 def test_npy_and_template_queries(cat, tmp_path):
     own, weights = _kernel(cat, "m2", "b", 10)
     np.save(tmp_path / "q.npy", weights[None])                  # (1, kh, kw) is accepted too
-    by_npy = cat.nearest(npy=tmp_path / "q.npy", k=5).to_pylist()
+    by_npy = cat.nearest(npy=tmp_path / "q.npy", limit=5).to_pylist()
     assert by_npy[0]["kernel_id"] == own and by_npy[0]["cosine"] == pytest.approx(1.0, abs=1e-6)
-    assert [r["kernel_id"] for r in by_npy] == [r["kernel_id"] for r in cat.nearest(kernel=own, k=5).to_pylist()]
+    assert [r["kernel_id"] for r in by_npy] == [r["kernel_id"] for r in cat.nearest(kernel=own, limit=5).to_pylist()]
 
     master = _master_key_file()
-    got = cat.nearest(template="master-key-3", templates=str(master), k=6).to_pylist()
+    got = cat.nearest(template="master-key-3", templates=str(master), limit=6).to_pylist()
     text = master.read_text().split("Filter 3:")[1].split("Filter")[0]
     filt = np.array(text.split(), np.float64).reshape(7, 7)
     want = brute_force(cat, filt, 7, 7)[:6]
     assert [g["kernel_id"] for g in got] == [w[1] for w in want]
     np.testing.assert_allclose([g["cosine"] for g in got], [w[0] for w in want], atol=1e-5)
     name, row = next((n, r) for n, r in template_rows("builtin", 3, 3).items() if "/" not in n)
-    builtin = cat.nearest(template=name, size="3x3", k=4).to_pylist()
+    builtin = cat.nearest(template=name, size="3x3", limit=4).to_pylist()
     assert [g["kernel_id"] for g in builtin] == [w[1] for w in brute_force(cat, row.reshape(3, 3), 3, 3)[:4]]
 
 
@@ -132,11 +132,11 @@ def test_top_k_ties_and_mask():
 
 def test_cache_follows_the_committed_files(cat):
     own, _ = _kernel(cat, "m1", "a", 4)
-    cat.nearest(kernel=own, k=3)
+    cat.nearest(kernel=own, limit=3)
     first = sorted(p.name for p in (cat.root / "cache" / "nearest").iterdir())
     assert len(first) == 2                           # the matrix and its ids, one size searched
-    commit_extraction(cat, _bank(2, "m3"), "arrays", "1.0")
-    models = set(cat.nearest(kernel=own, k=10_000).column("model").to_pylist())
+    commit_extraction(cat.store, _bank(2, "m3"), "arrays", "1.0")
+    models = set(cat.nearest(kernel=own, limit=10_000).column("model").to_pylist())
     assert models == {"m1", "m2", "m3"}
     second = sorted(p.name for p in (cat.root / "cache" / "nearest").iterdir())
     assert len(second) == 2 and second != first      # rebuilt under a new key, the old one removed
@@ -153,7 +153,7 @@ def test_a_killed_build_leaves_nothing_behind_the_next_one(cat):
     dead.write_bytes(b"x" * 1024)
     live.write_bytes(b"x")
     own, _ = _kernel(cat, "m1", "a", 4)
-    cat.nearest(kernel=own, k=3)
+    cat.nearest(kernel=own, limit=3)
     assert not dead.exists() and live.exists()
     assert len([p for p in folder.iterdir() if ".tmp-" not in p.name]) == 2
 
@@ -161,11 +161,11 @@ def test_a_killed_build_leaves_nothing_behind_the_next_one(cat):
 def test_cli_output_and_one_line_errors(cat, tmp_path):
     own, _ = _kernel(cat, "m1", "b", 3)
     root = str(cat.root)
-    out = cli("--catalog", root, "nearest", "--kernel", str(own), "--k", "3", "--format", "json", check=True)
+    out = cli("--catalog", root, "nearest", "--kernel", str(own), "--limit", "3", "--format", "json", check=True)
     rows = json.loads(out.stdout)
     assert list(rows[0]) == ["kernel_id", "model", "layer", "channel", "kh", "kw", "cosine"]
     assert rows[0]["kernel_id"] == own and len(rows) == 3
-    before = snapshot(cat)
+    before = snapshot(cat.store)
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 3)))
     for args, fragment in [
         (["--kernel", "123"], "no such kernel id"),
@@ -175,7 +175,7 @@ def test_cli_output_and_one_line_errors(cat, tmp_path):
         (["--npy", str(tmp_path / "missing.npy")], "not a readable"),
         (["--kernel", str(own), "--where", "no_such_column = 1"], "--where"),
         (["--template", "no-such-template"], "known:"),
-        (["--kernel", str(own), "--k", "0"], "--k 0"),
+        (["--kernel", str(own), "--limit", "0"], "limit 0"),
     ]:
         assert_one_line_error(cli("--catalog", root, "nearest", *args), fragment)
-    assert snapshot(cat) == before
+    assert snapshot(cat.store) == before

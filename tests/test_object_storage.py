@@ -63,8 +63,8 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
                   "JOIN embeddings USING (kernel_id, run) WHERE labels.run = 'c5' OR embeddings.run = 'e5'",
                   "--format", "csv", check=True).stdout
     assert joined.split()[-1] == "0"     # labels.run c5 vs embeddings.run e5 never both in one row
-    for args in (["models"], ["layers", "ch_ppocr_mobile_v2.0_cls_infer"], ["report", "c5"],
-                 ["report", "c5", "--by", "kernel_size"],
+    for args in (["models"], ["layers", "ch_ppocr_mobile_v2.0_cls_infer"], ["report", "--run", "c5"],
+                 ["report", "--run", "c5", "--by", "kernel_size"],
                  ["export", "--where", "kh = 5", "-o", str(tmp_path / "k5.npz")],
                  ["figure", "clusters", "--run", "c5", "-o", str(tmp_path / "c.svg")],
                  ["gallery", "--run", "c5", "-o", str(tmp_path / "site")],
@@ -72,7 +72,7 @@ def test_every_command_on_an_s3_data_root_and_the_published_snapshot(s3_env, tmp
         _cli("--catalog", uri, *args, check=True)
     for catalog in (str(root), uri):   # the nearest-kernel search reads the files on S3 too
         nearest = _cli("--catalog", catalog, "nearest", "--template", "dog-pos", "--size", "5x5",
-                       "--k", "3", "--format", "csv", check=True).stdout
+                       "--limit", "3", "--format", "csv", check=True).stdout
         assert len(nearest.strip().splitlines()) == 4
     assert (tmp_path / "k5.npz").is_file() and (tmp_path / "site" / "index.html").is_file()
 
@@ -108,7 +108,7 @@ def test_driver_killed_mid_commit_leaves_catalog_and_next_writer_removes_orphans
     Catalog(root).init(uri)
     _cli("--catalog", str(root), "ingest", str(cls_onnx), check=True)
     before, keys_before = _state(root), s3_objects(bucket)
-    killed = _process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", "--force",
+    killed = _process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", "--replace",
                       extra={CRASH_ENV: point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _state(root) == before and _state(uri) == before
@@ -125,7 +125,7 @@ def test_unreachable_server_is_one_line_and_changes_nothing(s3_env, tmp_path, cl
     _cli("--catalog", str(root), "ingest", str(cls_onnx), "--include", "Conv@2", check=True)
     before = _state(root)
     dead = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "KERNEL_CATALOG_S3_TIMEOUT": "1"}
-    assert_one_line_error(_process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--force", extra=dead),
+    assert_one_line_error(_process(s3_env, "--catalog", str(root), "ingest", str(cls_onnx), "--replace", extra=dead),
                           "object storage", "unchanged")
     assert_one_line_error(_process(s3_env, "--catalog", str(root), "sql", "SELECT count(*) FROM kernels", extra=dead),
                           "Could not connect")

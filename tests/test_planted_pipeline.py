@@ -1,7 +1,7 @@
 """End to end on planted banks: preprocess -> autoencoder (latent 2) -> k-means on unit-normalised
 reconstructions -> naming, against the truth; and the validation sweep (issue 9) per size and SNR.
 
-Banks (catalog.analysis.planted): every family (dog, impulse on/off, deriv1 at four, deriv2 at
+Banks (kernel_catalog.analysis.validation.planted): every family (dog, impulse on/off, deriv1 at four, deriv2 at
 three, saddle at one random continuous orientation, square, cross), random scale, anisotropy,
 sub-pixel shift, amplitude 0.05-2. Settings are test-sized (one thread, >= 600 optimiser steps).
 """

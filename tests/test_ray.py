@@ -118,11 +118,12 @@ def test_ray_workers_download_published_weights_and_evict_them(ray_local, ray_hu
     server.add(served.repo, {"model.safetensors": served.data, "config.json": b"{}"})
     catalog = Catalog(tmp_path / "c")
     before = cache_listing(cache)
-    outcomes = ingest_ray(catalog, [name], "local", evict=True)
+    whole = IngestOptions(full_download=True)                           # into the cache (a ranged read caches nothing)
+    outcomes = ingest_ray(catalog, [name], "local", whole, evict=True)
     assert [o.action for o in outcomes] == ["added"], outcomes
     assert any(path.endswith("/model.safetensors") for path, _ in server.downloads())   # from the hub
     assert cache_listing(cache) == before                               # evicted on the worker
-    kept = ingest_ray(catalog, [name], "local", IngestOptions(name="kept"))
+    kept = ingest_ray(catalog, [name], "local", IngestOptions(name="kept", full_download=True))
     assert [o.action for o in kept] == ["added"] and any(p.endswith("model.safetensors") for p in cache_listing(cache))
     counts = catalog.sql("SELECT model, count(*) AS n FROM kernels GROUP BY ALL ORDER BY ALL").to_pylist()
     assert len(counts) == 2 and counts[0]["n"] == counts[1]["n"] > 0  # the same weights, twice

@@ -1,6 +1,6 @@
 """`catalog analyze`: embed -> cluster -> name with a preset protocol (the CLI then prints Table 1).
 
-Presets (README, "The analysis"; unconfirmed choices of the paper are parameters, recorded with every run):
+Presets (docs/analysis.md; unconfirmed choices of the paper are parameters, recorded with every run):
   paper    latent 1 (what summaries of the paper and the follow-up used), k = 10 per size,
            thresholds 7x7 0.3 / 5x5 0.2 (paper), calibrated on the null for other sizes,
            clustering on unit-normalised reconstructions, centre + unit-L2 preprocessing.
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from kernel_catalog.analysis.cluster import cluster_run
 from kernel_catalog.analysis.embed import embed
-from kernel_catalog.analysis.params import PRESETS
+from kernel_catalog.analysis.params import DEFAULT_PRESET, PRESETS
 from kernel_catalog.store import Catalog
 
-def analyze(catalog: Catalog, preset: str = "paper", run: str | None = None, where: str | None = None,
+def analyze(catalog: Catalog, preset: str = DEFAULT_PRESET, run: str | None = None, where: str | None = None,
             device: str = "auto", epochs: int | None = None, seed: int = 0, threads: int | None = None,
             replace: bool = False, echo=lambda line: None, progress: bool = True, per_model: bool = False,
             cross_fit: int | None = None) -> str:

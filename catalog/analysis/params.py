@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SPACES = ("kernel", "reconstruction", "latent")
 CLUSTER_METHODS = ("kmeans", "minibatch", "gmm")
 DEFAULT_NAME_THRESHOLD = 0.6   # naming: a best cosine below this is 'unmatched', never forced
-# How each size's classified threshold is chosen (README, "Classified"):
+# How each size's classified threshold is chosen (docs/analysis.md, "Classified"):
 #   published   the paper's threshold where it published one (7x7 0.3, 5x5 0.2), the calibrated
 #               one for every other size (3x3, bands, 9x9, 11x11);
 #   calibrated  calibrated on the null for every size;
@@ -56,14 +56,14 @@ def default_threshold(kh: int, kw: int) -> float:
     dimensions, and a random direction lands close to a fixed 2-D plane far more often when
     k is small. For a plane, cos^2 ~ Beta(1, (k-3)/2), so P(1 - cos < t) = (1 - (1-t)^2)^((k-3)/2):
     7x7 at 0.3 -> 2e-7, 5x5 at 0.2 -> 1e-5, 3x3 at 0.2 -> 0.05 but at 0.1 -> 0.007.
-    Small kernels still mean little above latent 1-2 (README, The analysis): compare with the control.
+    Small kernels still mean little above latent 1-2 (docs/analysis.md): compare with the control.
     """
     taps = kh * kw
     return 0.3 if taps >= 49 else 0.2 if taps >= 25 else 0.1
 
 
 def published_threshold(kh: int, kw: int) -> float | None:
-    """The paper's own thresholds (Babaiee et al., ICLR 2024; unconfirmed, see README "The analysis"):
+    """The paper's own thresholds (Babaiee et al., ICLR 2024; unconfirmed, see docs/analysis.md):
     7x7 0.3, 5x5 0.2; None for other sizes."""
     return {(7, 7): 0.3, (5, 5): 0.2}.get((kh, kw))
 
@@ -150,6 +150,7 @@ class ClusterParams:
     threads: int | None = None          # OpenMP/BLAS threads for scikit-learn; None: every core
 
 
+DEFAULT_PRESET = "paper"   # `analyze` in both interfaces: the paper's protocol
 PRESETS: dict[str, tuple[EmbedParams, ClusterParams]] = {
     "paper": (EmbedParams(latent_dim=1), ClusterParams(k=10, space="reconstruction")),
     "default": (EmbedParams(latent_dim=2), ClusterParams(k=10)),

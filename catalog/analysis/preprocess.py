@@ -1,6 +1,6 @@
 """Kernel preprocessing: the one pure function every analysis step uses.
 
-Defaults follow the follow-up work of Babaiee et al. (README, "The analysis"): centre each kernel and scale it to unit L2 norm
+Defaults follow the follow-up work of Babaiee et al. (docs/analysis.md): centre each kernel and scale it to unit L2 norm
 ("center-l2", what the follow-up work's code does; the paper's own choice is unconfirmed).
 Kernels with a NaN/Inf, or with every |w| <= eps (1e-4, the authors' later loader), are
 flagged unusable: their rows become zeros and the caller keeps them, flagged, in the catalog.

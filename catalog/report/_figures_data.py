@@ -14,11 +14,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from kernel_catalog.errors import CatalogError, error_summary
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.analysis.preprocess import preprocess
 from kernel_catalog.store.query import run_query
 from kernel_catalog.report.report import report
 from kernel_catalog.analysis.runs import require_run
+from kernel_catalog.analysis.selection import where_error
 from kernel_catalog.store import Catalog
 from kernel_catalog.analysis.naming import FAMILY_NAMES, UNMATCHED
 
@@ -91,7 +92,7 @@ def kernel_sample(catalog: Catalog, where: str | None = None, sort_by: str | Non
         try:
             candidates = con.sql(candidates_sql, params=params).to_arrow_table()
         except duckdb.Error as error:
-            raise CatalogError(f"--where {where!r}: {error_summary(error, lines=2)}") from None
+            raise where_error(where, error) from None
         n = candidates.num_rows
         if n == 0:
             raise CatalogError(f"no kernels match --where {where!r}; check it with `catalog sql`" if where
@@ -199,7 +200,7 @@ def layer_shares(catalog: Catalog, run: str, model: str) -> LayerShares:
         GROUP BY k.layer_index, l.label ORDER BY k.layer_index, l.label""", [run, model]).to_pylist()
     if not rows:
         raise CatalogError(f"model '{model}' has no clustered kernels in run '{run}'; "
-                           "see `catalog report RUN --by layer` for the models it covers")
+                           "see `catalog report --run RUN --by layer` for the models it covers")
     layers = sorted({r["layer_index"] for r in rows})
     labels = label_order(r["label"] for r in rows)
     counts = np.zeros((len(layers), len(labels)))

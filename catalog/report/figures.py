@@ -468,10 +468,20 @@ def paper_figures(catalog: Catalog, run: str, out_dir: str | os.PathLike, model:
 
 FIGURES = {"kernels": figure_kernels, "clusters": figure_clusters, "layers": figure_layers,
            "classified": figure_classified}
+KINDS = (*FIGURES, "layer-profile")   # `catalog figure KIND`; layer-profile lives in filterdb_figures
+
+
+def figure_function(kind: str):
+    """The function that draws `kind` (`catalog figure KIND`)."""
+    if kind == "layer-profile":
+        from kernel_catalog.report.filterdb_figures import figure_layer_profile   # it imports this module
+
+        return figure_layer_profile
+    if kind not in FIGURES:
+        raise CatalogError(f"figure '{kind}': choose one of {', '.join(KINDS)}")
+    return FIGURES[kind]
 
 
 def draw_figure(catalog: Catalog, kind: str, output: str | os.PathLike, **kwargs) -> Figure:
-    """One figure by kind (`catalog figure KIND`), keywords as that kind's function takes them."""
-    if kind not in FIGURES:
-        raise CatalogError(f"figure '{kind}': choose one of {', '.join(FIGURES)}")
-    return FIGURES[kind](catalog, output=output, **kwargs)
+    """One figure by kind, keywords as that kind's function takes them."""
+    return figure_function(kind)(catalog, output=output, **kwargs)

@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from kernel_catalog.analysis.selection import where_error
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.report.figures import STYLE, WIDTH, check_output, save_figure
 from kernel_catalog.store import Catalog
@@ -39,7 +40,7 @@ def layer_profile_rows(catalog: Catalog, models: Sequence[str] = (), where: str 
                    avg(variance_entropy) AS variance_entropy
             FROM layers {clause} GROUP BY model, layer_index ORDER BY model, layer_index""", params).to_pylist()
     except CatalogError as error:
-        raise CatalogError(f"--where {where!r}: {str(error).removeprefix('SQL error: ')}") from None
+        raise where_error(where, error) from None
     missing = sorted(set(models) - {r["model"] for r in rows})
     if missing:
         raise CatalogError(f"model {', '.join(missing)} is not in catalog {catalog.root} (or has no layer "

@@ -20,6 +20,7 @@ from kernel_catalog.store.targets import output_file
 from kernel_catalog.errors import CatalogError
 
 FORMATS = ("table", "csv", "json", "parquet")
+TEXT_FORMATS = FORMATS[:3]   # what can go to a terminal
 _SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table"}
 
 

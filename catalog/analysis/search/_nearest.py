@@ -156,7 +156,7 @@ def nearest(catalog: Catalog, *, kernel: int | None = None, template: str | None
     Rows: kernel_id, model, layer, channel, kh, kw, cosine. A catalog kernel's own id comes
     first with cosine 1 (when `where` admits it)."""
     if k < 1:
-        raise CatalogError(f"--k {k}: give a positive number of kernels")
+        raise CatalogError(f"limit {k} (--limit): give a positive number of kernels")
     with catalog.reader() as con:
         weights, kh, kw, own = query_kernel(con, kernel, template, npy, templates, size)
         query = unit_query(weights, f"--kernel {kernel}" if own is not None else "the query kernel")
