@@ -5,7 +5,8 @@ model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weig
 at batch 4,096, so a training is bound by per-step overhead (Python, optimiser, small kernels),
 not by arithmetic. Here M members share each optimiser step: their weights are stacked over a
 leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
-every member's batch, and a hand-written Adam updates every member at once.
+every member's batch, and a hand-written Adam updates every member at once (the weights of
+all members are one flat (M, P) tensor: a handful of tensor operations a step, whatever M).
 
 Each member keeps its own seed (initial weights: the same `KernelAutoencoder` the lone trainer
 builds from that seed; shuffling: its own generator), its own rows, its own epoch and step
@@ -136,18 +137,21 @@ def train_ensemble(
     n_layers = len(layer_lists[0])
     linear_out = {len(hidden), n_layers - 1}        # the latent and the output layer: no activation
     act = _ACT[activation]
-    with torch.no_grad():   # weights (M, out, in) as nn.Linear's, biases (M, 1, out): h @ W^T + b per member
-        params = []
-        for i in range(n_layers):
-            params.append(torch.stack([ls[i].weight for ls in layer_lists]).contiguous().to(dev))
-            params.append(torch.stack([ls[i].bias[None] for ls in layer_lists]).contiguous().to(dev))
-    for p in params:
-        p.requires_grad_(True)
-    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    # every member's weights in one row of a flat (M, P) tensor: layer i's weight (out, in) as
+    # nn.Linear keeps it, then its bias; Adam then updates the whole ensemble in a few tensor ops
+    shapes = [tuple(layer.weight.shape) for layer in layer_lists[0]]
+    offsets, at = [], 0
+    for out_dim, in_dim in shapes:
+        offsets.append((at, at + out_dim * in_dim))
+        at += out_dim * in_dim + out_dim
+    with torch.no_grad():
+        flat = torch.stack([torch.cat([t for layer in ls for t in (layer.weight.reshape(-1), layer.bias)])
+                            for ls in layer_lists]).to(dev).requires_grad_(True)
+    m1, m2 = torch.zeros_like(flat), torch.zeros_like(flat)
     states = [_State(mb, torch.Generator().manual_seed(mb.seed)) for mb in members]
-    active = list(range(len(members)))          # member index of each slot of the stack
-    finished: dict[int, list[torch.Tensor]] = {}
-    loss_acc = torch.zeros(len(members), dtype=torch.float64, device=dev)
+    active = list(range(len(members)))          # member index of each slot (row) of the stack
+    finished: dict[int, torch.Tensor] = {}
+    loss_acc = torch.zeros(len(members), dtype=torch.float64, device=dev)   # by slot
     buffers: dict[int, np.ndarray] = {}
     global_step = 0
     from tqdm.auto import tqdm
@@ -157,10 +161,12 @@ def train_ensemble(
     quarter = None
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for i in range(n_layers):
+        h, rows = x, flat.shape[0]
+        for i, ((out_dim, in_dim), (w_at, b_at)) in enumerate(zip(shapes, offsets)):
+            weight = flat[:, w_at:b_at].view(rows, out_dim, in_dim)
+            bias = flat[:, b_at:b_at + out_dim].view(rows, 1, out_dim)
             # the transposed view, as F.linear multiplies: per member the same products, bit for bit
-            h = torch.baddbmm(params[2 * i + 1], h, params[2 * i].transpose(1, 2))
+            h = torch.baddbmm(bias, h, weight.transpose(1, 2))
             if i not in linear_out:
                 h = act(h)
         return h
@@ -174,50 +180,47 @@ def train_ensemble(
             sizes = [len(p) for p in picks]
             width = max(sizes)
             buf = buffers.get(width)
-            if buf is None or buf.shape[0] != len(active):
+            if buf is None:
                 buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
             for slot, (j, p) in enumerate(zip(active, picks)):
                 mb = states[j].member
-                rows = p if mb.rows is None else mb.rows[p]
-                np.take(mb.data, rows, axis=0, out=buf[slot, :len(p)])
+                np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
             xb = torch.from_numpy(buf).to(dev, non_blocking=True)
-            counts = torch.tensor(sizes, dtype=torch.float32, device=dev)
-            for p in params:
-                p.grad = None
+            flat.grad = None
             cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
             if min(sizes) == width:
                 per_member = 1.0 - cos.mean(dim=1)
             else:       # each member's mean over its own rows (as alone): padded rows get zero gradient
                 per_member = 1.0 - torch.stack([cos[slot, :size].mean() for slot, size in enumerate(sizes)])
             per_member.sum().backward()
-            # Adam (torch.optim.Adam's single-tensor update), each member at its own learning rate
-            lrs = []
-            for j in active:
-                st = states[j]
-                lrs.append(lr if st.total_steps is None
-                           else lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0))))
+            # Adam (torch.optim.Adam's single-tensor update, element by element the same), each
+            # member at its own learning rate (its own cosine schedule)
             t = global_step + 1                  # every active member has taken exactly this many steps
             bc1, bc2_sqrt = 1.0 - BETA1 ** t, math.sqrt(1.0 - BETA2 ** t)
-            step_size = torch.tensor([r / bc1 for r in lrs], dtype=params[0].dtype, device=dev)
+            step_size = []
+            for j in active:
+                st = states[j]
+                rate = lr if st.total_steps is None else \
+                    lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0)))
+                step_size.append(rate / bc1)
             with torch.no_grad():
-                for p, (m1, m2) in zip(params, moments):
-                    g = p.grad
-                    m1.lerp_(g, 1.0 - BETA1)
-                    m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
-                    denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
-                    p.sub_(m1 * step_size.view(-1, *([1] * (p.dim() - 1))) / denom)
-                loss_acc[torch.tensor(active, device=dev)] += per_member.detach().double() * counts.double()
+                g = flat.grad
+                m1.lerp_(g, 1.0 - BETA1)
+                m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
+                denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
+                flat.sub_(m1 * torch.tensor(step_size, dtype=flat.dtype, device=dev)[:, None] / denom)
+                loss_acc += per_member.detach().double() * torch.tensor(sizes, dtype=torch.float64, device=dev)
             global_step += 1
             # each member's bookkeeping: end of its epoch, its auto epochs, its end
             done, ended = [], []
-            for j, size in zip(active, sizes):
+            for slot, (j, size) in enumerate(zip(active, sizes)):
                 st = states[j]
                 st.step += 1
                 st.pos += 1
                 st.seen += size
                 if st.pos < len(st.batches):
                     continue
-                ended.append(j)
+                ended.append(slot)
                 st.epoch += 1
                 if st.total_epochs is None:
                     st.total_epochs = epochs if epochs is not None else \
@@ -225,16 +228,17 @@ def train_ensemble(
                 if st.total_steps is None:
                     st.total_steps = st.total_epochs * st.step
                 if st.epoch >= st.total_epochs:
-                    done.append(j)
+                    done.append(slot)
                 else:
                     st.batches, st.pos = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen), 0
             if ended:
                 idx = torch.tensor(ended, device=dev)
-                means = loss_acc[idx] / torch.tensor([states[j].seen for j in ended], dtype=torch.float64, device=dev)
+                seen = torch.tensor([states[active[slot]].seen for slot in ended], dtype=torch.float64, device=dev)
+                means = loss_acc[idx] / seen
                 loss_acc[idx] = 0.0
-                for j, value in zip(ended, means):
-                    states[j].history.append(value)
-                    states[j].seen = 0
+                for slot, value in zip(ended, means):
+                    states[active[slot]].history.append(value)
+                    states[active[slot]].seen = 0
             if bar.total is None and all(states[j].total_steps is not None for j in active):
                 bar.total = max(states[j].total_steps for j in active)
                 quarter = max(bar.total // 4, 1)
@@ -242,25 +246,25 @@ def train_ensemble(
             if progress and bar.disable and quarter and global_step % quarter == 0:
                 print(f"{desc}: step {global_step}/{bar.total}, {len(active)} of {len(members)} training",
                       file=sys.stderr, flush=True)
-            if done:                             # out of the stack: keep its weights, drop its slot
-                keep = [slot for slot, j in enumerate(active) if j not in done]
-                for slot, j in enumerate(active):
-                    if j in done:
-                        finished[j] = [p[slot].detach().clone() for p in params]
-                keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
-                with torch.no_grad():
-                    params = [p.index_select(0, keep_t).requires_grad_(True) for p in params]
-                    moments = [(a.index_select(0, keep_t), b.index_select(0, keep_t)) for a, b in moments]
+            if done:                             # out of the stack: keep its weights, drop its row
+                keep = [slot for slot in range(len(active)) if slot not in done]
+                for slot in done:
+                    finished[active[slot]] = flat[slot].detach().clone()
+                if keep:
+                    keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
+                    with torch.no_grad():
+                        flat = flat.index_select(0, keep_t).requires_grad_(True)
+                        m1, m2, loss_acc = m1.index_select(0, keep_t), m2.index_select(0, keep_t), loss_acc[keep_t]
                 active = [active[slot] for slot in keep]
                 buffers.clear()
     bar.close()
     out = []
     for j, (mb, module) in enumerate(zip(members, modules)):
-        st, weights = states[j], finished[j]
+        st, weights = states[j], finished[j].cpu()
         with torch.no_grad():
-            for i, layer in enumerate(_layers(module)):
-                layer.weight.copy_(weights[2 * i].cpu())
-                layer.bias.copy_(weights[2 * i + 1][0].cpu())
+            for layer, (w_at, b_at) in zip(_layers(module), offsets):
+                layer.weight.copy_(weights[w_at:b_at].view_as(layer.weight))
+                layer.bias.copy_(weights[b_at:b_at + layer.bias.numel()])
         module.to(dev).eval()
         history = [float(h) for h in torch.stack(st.history).cpu()]
         config = {
