@@ -1,6 +1,25 @@
-"""The exact steered search behind naming (`matching`): per kernel, the best template of a
-steered family, found by evaluating only the templates whose bound can still win
-(`best_steered`); the result is the full search's (the same template, the first best on ties).
+"""The steered search behind naming (`matching`): per kernel, the best template of a steered family,
+from each set's geometry instead of a search over angles. The result is the full search's (every
+template at every degree): the same template, the first best on ties.
+
+Geometry. A steered set's unit templates lie in a subspace of dimension <= 3 of pixel space (deriv1,
+saddle: a circle in a plane; deriv2: two closed curves, one per polarity). In an orthonormal frame
+(pole, e1, e2) of that subspace (`frame`) a template of one polarity run ('subset') is
+    n_t = ca_t pole + sa_t (cos(phi_t) e1 + sin(phi_t) e2)      (ca_t = 0, sa_t = 1 in a plane)
+and a kernel with frame coordinates z = (v0, w cos psi, w sin psi) has cosine z . n_t, so
+  - a set's bound |v0| max|ca_t| + w max sa_t (a run's: max_t v0 ca_t + w max sa_t) caps every
+    template in it: sets and runs below the best value found are never looked at;
+  - on a plane z . n_t = w cos(phi_t - psi): the best template is one of the two next to psi in phi
+    order (orientation in closed form);
+  - on a curve, a run's templates as a function of phi_t are a few harmonics plus a small residual
+    (`_harmonics`), so z . n_t <= z.centre + |a| cos(phi_t - psi') + slack: only a window
+    |phi_t - psi'| <= delta of the templates sorted by phi can reach a value L (`_windows`).
+Positions in a sorted list come from a bin table (`_bin_table`), not a binary search.
+
+Per block of kernels and per family: the templates next to psi in the sets with the largest bounds
+give a first value L; every set (and run) whose bound reaches L has its window evaluated; of the
+templates within _TIE of the best the first in code order (set order, then angle order) wins, as in
+the full search. All of it in flat arrays: no Python loop over kernels, sets or angles.
 """
 from __future__ import annotations
 
@@ -8,200 +27,217 @@ import numpy as np
 
 from kernel_catalog.analysis.naming.templates import TemplateBank
 
-# ---------------------------------------------------------------- fast exact steered search
-#
-# A steered set's normalised templates n_t are unit vectors in a subspace of dimension 2 (deriv1,
-# saddle: a great circle) or 3 (deriv2 of one polarity: a cone around a pole n0). In an orthonormal
-# basis of that subspace, n_t = cos(a_t) n0 + sin(a_t) (cos(phi_t) e1 + sin(phi_t) e2) (a_t = 90 deg
-# on a great circle), and a kernel's cosine to n_t is
-#     f_t = v0 cos(a_t) + w sin(a_t) cos(phi_t - psi),
-# (v0, w, psi: the kernel's projection on n0, its length and angle in the e1, e2 plane). So
-#     f_t <= K0 + w c s,  c = cos(phi_t - psi),  K0 = max_t v0 cos(a_t),  s = max / min sin(a_t),
-# a bound that grows with c: every template that can beat a value L already found lies in one
-# window |phi_t - psi| <= delta(L) (a contiguous run of the templates sorted by phi). Only those are
-# evaluated, with the same formula as before, and the first best (set order, then angle order)
-# wins, as with a full argmax: the result is the full search's, exactly.
-
-BLOCK = 4096            # rows per block in the steered search (bounds the candidate arrays)
-_TOL = 1e-9             # slack on every bound (values are computed to ~1e-15)
-_TIE = 1e-12           # two cosines this close are a tie for the full search's rounding to break
-_BIN = 0.25             # angle-table bins per smallest gap between sorted template angles
+BLOCK = 4096            # rows per block: one product of the block with every template column
+_TIE = 1e-12            # two cosines this close are a tie: the first template in code order wins
+_SLACK = 1e-9           # slack on every bound (values are computed to ~1e-15)
+_BIG = np.iinfo(np.int64).max
+FIRST_SETS = 2          # sets per row whose templates next to psi give the first value to beat
 
 
-def _subset_geometry(s, lo: int, hi: int, k: int):
-    """(n0, e1, e2 in pixel space, cos a range, sin a range, sorted phi, order, residual) of one
-    polarity run of a steered set; None where the window search does not apply (evaluate all)."""
-    tn = (s.coeffs[lo:hi] @ s.basis) / s.norms[lo:hi, None]      # (A, k) unit templates
-    if hi - lo < 4:
-        return None
-    _, sv, vt = np.linalg.svd(tn, full_matrices=False)
-    r = int((sv > 1e-9 * sv[0]).sum())
-    if r not in (2, 3):
-        return None
-    q = vt[:r].T                                                  # (k, r) orthonormal
-    z = tn @ q
-    res = float(np.linalg.norm(tn - z @ q.T, axis=1).max())
-    if r == 2:
-        n0, e = np.zeros(2), np.eye(2)
-    else:
-        n0 = z.mean(axis=0)
-        if np.linalg.norm(n0) < 1e-6:
-            return None
-        n0 = n0 / np.linalg.norm(n0)
-        e = np.linalg.svd(np.eye(3) - np.outer(n0, n0))[0][:, :2]    # orthonormal complement
-    ca, xy = z @ n0, z @ e
-    sa = np.hypot(xy[:, 0], xy[:, 1])
-    if sa.min() < 1e-6:
-        return None
-    phi = np.arctan2(xy[:, 1], xy[:, 0])
-    order = np.argsort(phi, kind="stable")
-    return q @ n0, q @ e, ca[order], sa[order], phi[order], order, res
+def frame(coeffs: np.ndarray, basis: np.ndarray, pole_rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """(k, 3) orthonormal frame (pole, e1, e2) of the span of a set's unit templates coeffs @ basis
+    and the templates in it (A, 3); the pole is the mean direction of the templates `pole_rows` (one
+    polarity run: its curve then stays close to one latitude, and the bounds are tight). A span of
+    dimension <= 2 gets a zero pole column (a plane: v0 = ca_t = 0). Works in the basis's m <= 4
+    coordinates, never on (A, k)."""
+    q, r = np.linalg.qr(basis.T)                                 # basis.T = q r, q (k, m) orthonormal
+    c = coeffs @ r.T                                              # (A, m): the templates in q coordinates
+    _, sv, vt = np.linalg.svd(c, full_matrices=False)
+    d = int((sv > 1e-9 * sv[0]).sum())
+    if d > 3:
+        raise ValueError(f"a steered set spans {d} dimensions; the search handles at most 3")
+    pad = ((0, 0), (0, 0) if d == 3 else (1, 2 - d))
+    fr, nt = np.pad(q @ vt[:d].T, pad), np.pad(c @ vt[:d].T, pad)
+    pole = nt[pole_rows].mean(axis=0)
+    if d == 3 and np.linalg.norm(pole) > 1e-6:
+        rot = np.linalg.qr(np.column_stack([pole, np.eye(3)]))[0][:, :3]     # (3, 3): pole first
+        rot[:, 0] *= np.sign(rot[:, 0] @ pole)
+        fr, nt = fr @ rot, nt @ rot
+    return fr, nt / np.linalg.norm(nt, axis=1, keepdims=True)
+
+
+def _runs(polarity: tuple) -> list[tuple[int, int]]:
+    """(lo, hi) of each run of equal polarity."""
+    cuts = [0] + [j for j in range(1, len(polarity)) if polarity[j] != polarity[j - 1]] + [len(polarity)]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 class SteeredFamily:
-    """All steered sets of one family, split into polarity runs ('subsets'), flattened for a
-    vectorised window search (see `best_steered`)."""
+    """All steered sets of one family: frames side by side, templates in frame coordinates, and per
+    polarity run ('subset') its coordinate ranges and its templates sorted by phi (listed twice, the
+    second time shifted by 2 pi, so that a window that wraps is one contiguous run)."""
 
-    def __init__(self, bank: TemplateBank, sets: list[int], offsets: list[int], basis_at: np.ndarray):
-        k = bank.kh * bank.kw
-        n0s, e1s, e2s, rows = [], [], [], []
-        coeffs, norms, codes, setcol = [], [], [], []
-        phis2, perm2, table, tables_at, ca2, sa2 = [], [], [], [], [], []
-        npt = 0
-        nphi = 0
-        ntab = 0
-        for i in sets:
+    def __init__(self, bank: TemplateBank, sets: list[int], offsets: list[int]):
+        frames, nts, codes, sub = [], [], [], []
+        keys, perm, tables, models = [], [], [], []
+        at = 0
+        for j, i in enumerate(sets):
             s = bank.steered[i]
-            pols = list(s.polarity)
-            lo = 0
-            for j in range(1, len(pols) + 1):
-                if j < len(pols) and pols[j] == pols[lo]:
-                    continue
-                hi, a = j, j - lo
-                g = _subset_geometry(s, lo, hi, k)
-                coeffs.append(s.coeffs[lo:hi])
-                norms.append(s.norms[lo:hi])
-                codes.append(offsets[i] + np.arange(lo, hi))
-                setcol.append(np.full(a, basis_at[i]))
-                if g is None:
-                    n0, e, ca, sa, phi, order, res = (np.zeros(k), np.zeros((k, 2)), np.zeros(a), np.zeros(a),
-                                                      np.linspace(-np.pi, np.pi, a, endpoint=False),
-                                                      np.arange(a), 0.0)
-                else:
-                    n0, e, ca, sa, phi, order, res = g
-                n0s.append(n0)
-                e1s.append(e[:, 0])
-                e2s.append(e[:, 1])
-                rows.append((g is None, a, ca.min(), ca.max(), sa.min(), sa.max(), _TOL + 2 * res, phi[0], npt, nphi,
-                             ntab))
-                ca2.append(np.concatenate([ca, ca]))
-                sa2.append(np.concatenate([sa, sa]))
-                p2 = np.concatenate([phi, phi + 2 * np.pi])
-                gap = max(float(np.diff(p2).min()), 1e-6)
-                width = gap * _BIN
-                nb = int(np.ceil(4 * np.pi / width)) + 2
-                edges = phi[0] + width * np.arange(nb)
-                table.append(np.searchsorted(p2, edges, side="left"))
-                tables_at.append((width, nb))
-                phis2.append(p2)
-                perm2.append(np.concatenate([order, order]) + npt)
-                npt += a
-                nphi += 2 * a
-                ntab += nb
-                lo = j
-        self.full = np.array([r[0] for r in rows])
-        self.size = np.array([r[1] for r in rows], np.int64)
-        self.ca_min, self.ca_max, self.sa_min, self.sa_max, self.tol, self.phi0 = (
-            np.array([r[c] for r in rows], np.float64) for c in range(2, 8))
-        self.pt_at, self.phi_at, self.tab_at = (np.array([r[c] for r in rows], np.int64) for c in range(8, 11))
-        self.width = np.array([t[0] for t in tables_at])
-        self.nbins = np.array([t[1] for t in tables_at], np.int64)
-        self.proj = np.concatenate([np.stack(n0s, 1), np.stack(e1s, 1), np.stack(e2s, 1)], axis=1)  # (k, 3G)
-        self.coeffs = np.concatenate(coeffs)
-        self.norms = np.concatenate(norms)
-        self.codes = np.concatenate(codes)
-        self.setcol = np.concatenate(setcol)
-        self.phis2 = np.concatenate(phis2)
-        self.ca2 = np.concatenate(ca2)
-        self.sa2 = np.concatenate(sa2)
-        self.perm2 = np.concatenate(perm2)
-        self.table = np.concatenate(table)
+            lo, hi = _runs(s.polarity)[0]
+            fr, nt = frame(s.coeffs / s.norms[:, None], s.basis, slice(lo, hi))
+            frames.append(fr)
+            nts.append(nt)
+            codes.append(offsets[i] + np.arange(len(nt), dtype=np.int64))
+            for lo, hi in _runs(s.polarity):
+                t = nt[lo:hi]
+                sa = np.hypot(t[:, 1], t[:, 2])
+                phi = np.arctan2(t[:, 2], t[:, 1])
+                order = np.argsort(phi, kind="stable")
+                sub.append((j, t[:, 0].min(), t[:, 0].max(), sa.min(), sa.max(), phi[order[0]], hi - lo,
+                            2 * sum(r[6] for r in sub)))
+                p2 = np.concatenate([phi[order], phi[order] + 2 * np.pi])
+                keys.append(p2)
+                perm.append(at + lo + np.concatenate([order, order]))
+                tables.append(_bin_table(p2))
+                models.append(_harmonics(t[order], phi[order]))
+            at += len(nt)
         self.sets = list(sets)
-        self.m = bank.steered[sets[0]].basis.shape[0]
-        assert all(bank.steered[i].basis.shape[0] == self.m for i in sets)
+        k, ns = len(frames[0]), len(frames)
+        self.frame = np.stack(frames, axis=2).reshape(k, 3 * ns)   # (k, 3 * sets): poles, then e1s, then e2s
+        self.nt, self.code = np.concatenate(nts), np.concatenate(codes)
+        self.nt0, self.nt1, self.nt2 = (np.ascontiguousarray(self.nt[:, j]) for j in range(3))
+        cols = np.array(sub, np.float64).T
+        self.set_of = cols[0].astype(np.int64)                     # per subset: its set
+        self.ca_min, self.ca_max, self.sa_min, self.sa_max, self.phi0 = cols[1:6]
+        self.size, self.key_at = cols[6].astype(np.int64), cols[7].astype(np.int64)
+        self.keys, self.perm = np.concatenate(keys), np.concatenate(perm)
+        self.width = np.array([t[0] for t in tables])
+        self.nbins = np.array([len(t[1]) for t in tables], np.int64)
+        self.tab_at = np.cumsum(self.nbins) - self.nbins
+        self.table = np.concatenate([t[1] for t in tables]) + np.repeat(self.key_at, self.nbins)
+        self.per_bin = max(t[2] for t in tables)
+        self.centre, self.first, self.rest, self.resid = (np.array([m[i] for m in models]) for i in range(4))
+        self.runs = len(sub) // ns                                   # polarity runs per set (1 or 2)
+        if len(sub) != ns * self.runs or not np.array_equal(self.set_of, np.repeat(np.arange(ns), self.runs)):
+            raise ValueError("every set of a steered family needs the same polarity runs")
+        self.planar = bool(self.runs == 1 and (self.ca_min == 0).all() and (self.ca_max == 0).all())
+        self.set_ca = np.maximum(np.abs(self.ca_min), np.abs(self.ca_max)).reshape(ns, -1).max(axis=1)
+        self.set_sa = self.sa_max.reshape(ns, -1).max(axis=1)
 
-    def below(self, x: np.ndarray) -> np.ndarray:
-        """For angles x (n, G) in [phi0, phi0 + 4 pi]: how many sorted angles of each subset's doubled
-        list lie below the start of x's table bin (a position at or before x's)."""
-        b = np.clip(np.floor((x - self.phi0) / self.width).astype(np.int64), 0, self.nbins - 1)
-        return self.table[self.tab_at + b]
+    def find(self, g: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+        """Position in `keys` of angle x (in [phi0, phi0 + 4 pi)) in subset g's doubled sorted list, as
+        searchsorted(side) would give it: a table lookup, then at most `per_bin` steps."""
+        b = np.clip(((x - self.phi0[g]) / self.width[g]).astype(np.int64), 0, self.nbins[g] - 1)
+        pos = self.table[self.tab_at[g] + b]
+        end = self.key_at[g] + 2 * self.size[g]
+        last = len(self.keys) - 1
+        for _ in range(self.per_bin):
+            v = self.keys[np.minimum(pos, last)]
+            pos = pos + ((pos < end) & ((v < x) if side == "left" else (v <= x)))
+        return pos
 
-    def values(self, p: np.ndarray, rows: np.ndarray, pts: np.ndarray) -> np.ndarray:
-        """Cosines of kernels `rows` to templates `pts` (flat point indices), as the full product
-        (unit @ basis.T) @ coeffs.T / norms computes them."""
-        cols = self.setcol[pts][:, None] + np.arange(self.m)
-        return np.einsum("cm,cm->c", p[rows[:, None], cols], self.coeffs[pts]) / self.norms[pts]
+
+HARMONICS = 4           # harmonics of phi in the model of a run's curve (the first sets the window)
 
 
-def best_steered(u: np.ndarray, p: np.ndarray, fam: SteeredFamily):
-    """Best cosine per row over the family's steered templates, and its code: the full argmax's
-    (first best in set and angle order), found by evaluating only the templates whose bound can
-    reach the best value seen (see the comment above)."""
-    n, G = len(u), len(fam.size)
+def _harmonics(nt: np.ndarray, phi: np.ndarray) -> tuple:
+    """A run's templates as a function of their azimuth: n_t = centre + first (cos, sin)(phi_t) +
+    sum_h rest_h (cos, sin)(h phi_t) + e_t with |e_t| <= resid (least squares; exact bounds follow)."""
+    cols = [np.ones_like(phi)] + [f(h * phi) for h in range(1, HARMONICS + 1) for f in (np.cos, np.sin)]
+    basis = np.stack(cols, axis=1)
+    coef = np.linalg.lstsq(basis, nt, rcond=None)[0]                     # (1 + 2H, 3)
+    resid = float(np.linalg.norm(nt - basis @ coef, axis=1).max())
+    return coef[0], coef[1:3], coef[3:].reshape(HARMONICS - 1, 2, 3), resid
+
+
+def _bin_table(p2: np.ndarray) -> tuple[float, np.ndarray, int]:
+    """(bin width, per bin the count of p2 below its start, the most values in one bin) for sorted
+    p2 over [p2[0], p2[0] + 4 pi): bins a quarter of the smallest gap wide (at most 20,000 bins)."""
+    gap = float(np.diff(p2).min()) if len(p2) > 1 else 4 * np.pi
+    width = max(gap / 4, 4 * np.pi / 20000)
+    edges = p2[0] + width * np.arange(int(np.ceil(4 * np.pi / width)) + 2)
+    below = np.searchsorted(p2, edges, side="left")
+    return width, below[:-1], int(np.diff(below).max(initial=0)) + 1
+
+
+def run_bounds(zp: np.ndarray, s: np.ndarray, fam: SteeredFamily) -> np.ndarray:
+    """(P, runs): the best cosine any template of each polarity run of set s can reach (see the
+    module docstring), for kernel coordinates zp (P, 3)."""
+    v0, w = zp[:, 0], np.hypot(zp[:, 1], zp[:, 2])
+    g = s[:, None] * fam.runs + np.arange(fam.runs)
+    return np.maximum(v0[:, None] * fam.ca_min[g], v0[:, None] * fam.ca_max[g]) + w[:, None] * fam.sa_max[g]
+
+
+def _neighbours(zp: np.ndarray, g: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndarray]:
+    """Values and codes (P, 3) of the templates of subset g next to psi (before, at, after it in phi
+    order): on a plane the best template of the set is among them (the nearest on the circle)."""
+    if fam.planar:
+        psi = np.arctan2(zp[:, 2], zp[:, 1])
+    else:                                   # where the run's first harmonic peaks: near the best
+        a = np.einsum("pij,pj->pi", fam.first[g], zp)
+        psi = np.arctan2(a[:, 1], a[:, 0])
+    x = fam.phi0[g] + np.mod(psi - fam.phi0[g], 2 * np.pi)
+    j = fam.find(g, x, "left")
+    lo, hi = fam.key_at[g], fam.key_at[g] + 2 * fam.size[g] - 1
+    idx = fam.perm[np.clip(j[:, None] + np.arange(-1, 2), lo[:, None], hi[:, None])]
+    return np.einsum("pj,pcj->pc", zp, fam.nt[idx]), fam.code[idx]
+
+
+def _windows(zp: np.ndarray, g: np.ndarray, low: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndarray]:
+    """(start in `fam.perm`, count) of each pair's window: a run of subset g's templates in phi order
+    that holds every one that can reach `low` (minus _TIE and the slack). With the run's harmonic
+    model, f_t = z.centre + a . (cos, sin)(phi_t) + sum_h rest_h(z) + z.e_t
+             <= z.centre + |a| cos(phi_t - psi) + sum_h |rest_h z| + |z| resid,  psi = angle of a:
+    a window |phi_t - psi| <= delta."""
+    const = np.einsum("pj,pj->p", zp, fam.centre[g])
+    a = np.einsum("pij,pj->pi", fam.first[g], zp)
+    amp, psi = np.hypot(a[:, 0], a[:, 1]), np.arctan2(a[:, 1], a[:, 0])
+    slack = (np.sqrt((np.einsum("phij,pj->phi", fam.rest[g], zp) ** 2).sum(axis=2)).sum(axis=1)
+             + np.sqrt(np.einsum("pj,pj->p", zp, zp)) * fam.resid[g])
+    size = fam.size[g]
+    need = low - _TIE - 4 * _SLACK - const - slack
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = need / amp
+    c = np.where(amp > 0, c, np.where(need <= 0, -np.inf, np.inf))
+    delta = np.arccos(np.clip(c, -1.0, 1.0)) + 1e-9
+    lo = fam.phi0[g] + np.mod(psi - delta - fam.phi0[g], 2 * np.pi)
+    start = np.maximum(fam.find(g, lo, "left") - 1, fam.key_at[g])
+    stop = fam.find(g, np.minimum(lo + 2 * delta, fam.phi0[g] + 4 * np.pi), "right") + 1
+    count = np.clip(stop - start, 0, size)
+    count = np.where(c <= -1, size, np.where(c > 1, 0, count))
+    start = np.where(c <= -1, fam.key_at[g], start)
+    return start, count
+
+
+def best_steered(z: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndarray]:
+    """Best cosine per row over the family's steered templates and its code (see the module
+    docstring); z (n, 3 * sets): every row's coordinates in every set's frame, as `u @ fam.frame`."""
+    n, ns = len(z), len(fam.sets)
     if n == 0:
         return np.full(0, -np.inf), np.zeros(0, np.int64)
-    proj = u @ fam.proj
-    v0, x1, x2 = proj[:, :G], proj[:, G:2 * G], proj[:, 2 * G:]
-    w = np.hypot(x1, x2)
-    psi = np.arctan2(x2, x1)
-    two_pi = 2 * np.pi
-    # lower bound: the templates next to psi in every subset, by the geometry (exact to ~1e-15)
-    x = fam.phi0 + np.mod(psi - fam.phi0, two_pi)
-    j = fam.below(x) + fam.phi_at
-    hi = fam.phi_at + 2 * fam.size - 1
-    low = np.full((n, G), -np.inf)
-    for d in (-1, 0, 1):
-        pos = np.clip(j + d, fam.phi_at, hi)
-        low = np.maximum(low, v0 * fam.ca2[pos] + w * fam.sa2[pos] * np.cos(fam.phis2[pos] - psi))
-    low = np.where(fam.full, -np.inf, low - fam.tol).max(axis=1)
-    # window of every subset: |phi - psi| <= delta, where the bound reaches low
-    k0 = np.where(v0 >= 0, v0 * fam.ca_max, v0 * fam.ca_min)
-    need = low[:, None] - fam.tol - k0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c_thr = np.where(need >= 0, need / (w * fam.sa_max), need / (w * fam.sa_min))
-    c_thr = np.where(w > 0, c_thr, np.where(need <= 0, -np.inf, np.inf))
-    every = (c_thr <= -1) | fam.full
-    delta = np.arccos(np.clip(c_thr, -1, 1)) + 1e-9
-    lo = fam.phi0 + np.mod(psi - delta - fam.phi0, two_pi)
-    start = np.clip(fam.below(lo) - 1, 0, fam.size)
-    stop = fam.below(np.minimum(lo + 2 * delta, fam.phi0 + 2 * two_pi)) + 2
-    cnt = np.clip(stop - start, 0, fam.size)
-    start = np.where(every, 0, start)
-    cnt = np.where(every, fam.size, np.where(c_thr > 1, 0, cnt))
-    # evaluate every window (row-major: row, then subset in set order)
-    r, g = np.nonzero(cnt)
-    c = cnt[r, g]
-    seg = np.cumsum(c) - c
-    total = int(c.sum())
-    pos = np.repeat(start[r, g] - seg + fam.phi_at[g], c) + np.arange(total)
-    pts = fam.perm2[pos]
-    val = fam.values(p, np.repeat(r, c), pts)
-    mx = np.maximum.reduceat(val, seg)
-    code = np.minimum.reduceat(np.where(val == np.repeat(mx, c), fam.codes[pts], np.iinfo(np.int64).max), seg)
-    vals = np.full((n, G), -np.inf)
-    vals[r, g] = mx
-    codes = np.zeros((n, G), np.int64)
-    codes[r, g] = code
-    pick = vals.argmax(axis=1)                 # first subset with the best: set order, as the full search
-    best = vals[np.arange(n), pick]
-    code = codes[np.arange(n), pick]
-    # A tie (two templates within _TIE, as symmetric kernels give) goes to the first template in
-    # set and angle order: the full product's rounding would decide it otherwise, and that differs
-    # between batch sizes.
-    close = val >= np.repeat(best[r], c) - _TIE
-    cr, cc, cv = np.repeat(r, c)[close], fam.codes[pts][close], val[close]
-    o = np.lexsort((cc, cr))
-    cr, cc, cv = cr[o], cc[o], cv[o]
-    head = np.r_[True, cr[1:] != cr[:-1]]
-    code[cr[head]], best[cr[head]] = cc[head], cv[head]
-    return best, code
+    v0, x1, x2 = z[:, :ns], z[:, ns:2 * ns], z[:, 2 * ns:]
+    w = np.sqrt(x1 * x1 + x2 * x2)
+    bound = w if fam.planar else np.abs(v0) * fam.set_ca + w * fam.set_sa      # per set (n, sets)
+    nfirst = min(FIRST_SETS, ns)                                      # the sets with the largest bounds
+    top = np.argpartition(-bound, nfirst - 1, axis=1)[:, :nfirst].reshape(-1) if nfirst < ns else \
+        np.tile(np.arange(ns), n)
+    rows = np.repeat(np.arange(n), nfirst)
+    zt = np.stack([v0[rows, top], x1[rows, top], x2[rows, top]], axis=1)
+    g = top * fam.runs + run_bounds(zt, top, fam).argmax(axis=1)
+    low = _neighbours(zt, g, fam)[0].max(axis=1).reshape(n, nfirst).max(axis=1)   # a value the best reaches
+    reach = low - _TIE - 2 * _SLACK
+    r, s = np.nonzero(bound >= reach[:, None])                        # sets that can reach it
+    zp = np.stack([v0[r, s], x1[r, s], x2[r, s]], axis=1)
+    if fam.planar:                                                    # the set's best is next to psi
+        val, code = _neighbours(zp, s, fam)
+        pair = np.repeat(np.arange(len(r)), 3)
+        val, code = val.reshape(-1), code.reshape(-1)
+    else:
+        if fam.runs > 1:                                              # runs of those sets that can
+            i, j = np.nonzero(run_bounds(zp, s, fam) >= reach[r, None])
+            r, g, zp = r[i], s[i] * fam.runs + j, zp[i]
+        else:
+            g = s
+        start, cnt = _windows(zp, g, low[r], fam)
+        pair = np.repeat(np.arange(len(r)), cnt)                      # per evaluated template: its pair
+        idx = fam.perm[start[pair] + (np.arange(len(pair)) - (np.cumsum(cnt) - cnt)[pair])]
+        val = (zp[:, 0].take(pair) * fam.nt0.take(idx) + zp[:, 1].take(pair) * fam.nt1.take(idx)
+               + zp[:, 2].take(pair) * fam.nt2.take(idx))
+        code = fam.code.take(idx)
+    per_row = np.bincount(r.take(pair), minlength=n)            # every row has >= 1 (its first value's)
+    at = np.cumsum(per_row) - per_row
+    best = np.maximum.reduceat(val, at)
+    close = val >= np.repeat(best, per_row) - _TIE
+    first = np.minimum.reduceat(np.where(close, code, _BIG), at)
+    score = np.maximum.reduceat(np.where(code == np.repeat(first, per_row), val, -np.inf), at)
+    return score, first

@@ -10,12 +10,13 @@ planted 5x5 banks at SNR 3, 94.0 -> 95.7 % of kernels named with their family). 
 winning family's best match and `score` its plain cosine; the *margin* is its adjusted cosine
 minus that of the next family (for a clean template, close to the plain difference).
 
-Speed: the steered sets are not evaluated at every degree. A bound on each set's cosines (see
-`_steered.best_steered`) leaves only the few templates that can still beat the best value found, and
-those are evaluated with the same formula: the result is the full search's (same template, first
-best on ties; templates within 1e-12, as symmetric kernels
-give, count as tied), at ~4 deriv2 and ~0.1 deriv1 / saddle templates per set and kernel instead of 900
-per (sigma, shift). Naming 50k 7x7 kernels, one thread here: 13.1 s (full search) -> 2.4 s.
+Speed: nothing is searched over angles. One product per block of kernels gives every fixed
+template's cosine and every steered set's frame coordinates; the steered search (`_steered`) keeps
+only the sets whose bound can still win, reads orientation on a plane in closed form (the two
+templates next to the kernel's angle) and evaluates deriv2 only in a window that a harmonic model
+of each curve bounds. The result is the full search's (same template, first best on ties; templates
+within 1e-12, as symmetric kernels give, count as tied). Naming 50k planted kernels on 2 cores:
+~2 s before at 3x3, 5x5 and 7x7 alike, now 0.3-0.6 s (bench/bench_naming.py, bench/RESULTS.md).
 
 Ambiguity is said, not hidden: a cluster whose margin is below `AMBIGUOUS_MARGIN` (0.05) is
 named `a|b` (its best label, then the runner-up family's best label), in every place a cluster
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_catalog.analysis.naming._steered import BLOCK, SteeredFamily, best_steered
-from kernel_catalog.analysis.naming.templates import UNMATCHED, TemplateBank, label_of, unit_rows
+from kernel_catalog.analysis.naming.templates import (ORIENTATION_BUCKET, UNMATCHED, TemplateBank, label_of,
+                                                     unit_rows)
 from kernel_catalog.analysis.params import DEFAULT_NAME_THRESHOLD
 
 AMBIGUOUS_MARGIN = 0.05
@@ -102,13 +104,13 @@ class _Plan:
 
     def __init__(self, bank: TemplateBank):
         self.fixed_names = [f"{f}/{v}" for f, v in zip(bank.families, bank.variants)]
+        self.fixed_families = bank.families
         self.steered = bank.steered       # (not the bank: the cache must not keep it alive)
         self.fams = bank.family_names()
         k = bank.kh * bank.kw
         nfix = len(bank.families)
         fam_arr = np.asarray(bank.families, dtype=object)
         self.fixed_cols = {f: np.flatnonzero(fam_arr == f) for f in dict.fromkeys(bank.families)}
-        self.matrix = bank.matrix.T.astype(np.float64)
         # name tables over all templates: fixed rows first, then each steered set's angles
         pol = list(bank.polarities)
         ori = [np.nan] * nfix
@@ -124,29 +126,45 @@ class _Plan:
         self.polarity = np.array(pol + [None], dtype=object)[:-1]
         self.orientation = np.array(ori, np.float64)
         self.scale = np.array(scl, np.float64)
-        # steered: per family, the sets (in bank order) and their polarity runs
-        self.steered_fams = {}
+        # steered: per family, the sets (in bank order), their frames side by side in one matrix
+        by_family: dict[str, list[int]] = {}
         for i, s in enumerate(bank.steered):
-            self.steered_fams.setdefault(s.family, []).append(i)
-        self.basis = np.concatenate([s.basis for s in bank.steered]) if bank.steered else np.zeros((0, k))
-        basis_at = np.cumsum([0] + [len(s.basis) for s in bank.steered])
-        self.steered_fams = {f: SteeredFamily(bank, sets, self.offsets, basis_at)
-                             for f, sets in self.steered_fams.items()}
+            by_family.setdefault(s.family, []).append(i)
+        self.steered_fams = {f: SteeredFamily(bank, sets, self.offsets) for f, sets in by_family.items()}
+        frames = [fam.frame for fam in self.steered_fams.values()]
+        self.frame = np.concatenate(frames, axis=1) if frames else np.zeros((k, 0))
+        self.frame_at = np.cumsum([0] + [f.shape[1] for f in frames])
+        fixed = [bank.matrix[cols].T.astype(np.float64) for cols in self.fixed_cols.values()]
+        self.columns = np.concatenate(fixed + [self.frame], axis=1)   # (k, fixed rows by family, then frames)
         self.floor = None
+        self._labels = self._names = None
+
+    def label(self, codes: np.ndarray) -> np.ndarray:
+        """Readable labels (`label_of`) of templates by code."""
+        if self._labels is None:
+            fixed = [label_of(f, p) for f, p in zip(self.fixed_families, self.polarity)]
+            self._labels = np.array(fixed + [lab for s in self.steered for lab in _set_labels(s)] + [None],
+                                    dtype=object)[:-1]
+        return self._labels[codes]
 
     def template(self, codes: np.ndarray) -> np.ndarray:
-        """'family/variant' strings, built once per distinct template."""
-        uniq, inv = np.unique(codes, return_inverse=True)
-        nfix = len(self.fixed_names)
-        names = []
-        for c in uniq:
-            if c < nfix:
-                names.append(self.fixed_names[c])
-            else:
-                i = int(np.searchsorted(self.offsets, c, side="right")) - 1
-                s = self.steered[i]
-                names.append(f"{s.family}/s{s.sigma:.2f}@{s.angles[c - self.offsets[i]]:05.1f}")
-        return np.array(names + [None], dtype=object)[:-1][inv.reshape(-1)]
+        """'family/variant' strings by code."""
+        if self._names is None:
+            steered = [f"{s.family}/s{s.sigma:.2f}@{a:05.1f}" for s in self.steered for a in s.angles]
+            self._names = np.array(self.fixed_names + steered + [None], dtype=object)[:-1]
+        return self._names[codes]
+
+
+def _set_labels(s) -> list[str]:
+    """`label_of` of every template of a steered set, built once per distinct label."""
+    seen: dict = {}
+    out = []
+    for p, a in zip(s.polarity, s.angles):
+        key = (p, int(round(a / ORIENTATION_BUCKET)))
+        if key not in seen:
+            seen[key] = label_of(s.family, p, float(a))
+        out.append(seen[key])
+    return out
 
 
 _PLANS: dict[int, tuple] = {}
@@ -168,17 +186,18 @@ def _family_scores(unit: np.ndarray, plan: _Plan):
     (an index into the plan's name tables); the full search's first best on ties."""
     n = len(unit)
     best = {f: (np.full(n, -np.inf), np.zeros(n, np.int64)) for f in plan.fams}
-    if plan.fixed_cols:
-        cos = unit @ plan.matrix                                      # (n, T)
-        for f, cols in plan.fixed_cols.items():
-            i = cols[cos[:, cols].argmax(axis=1)]
-            best[f] = (cos[np.arange(n), i], i)
-    for lo in range(0, n if plan.steered_fams else 0, BLOCK):
-        u = unit[lo:lo + BLOCK]
-        p = u @ plan.basis.T                                          # every set's projections
-        for f, fam in plan.steered_fams.items():
-            sc, code = best_steered(u, p, fam)
-            b, blk = best[f], slice(lo, lo + len(u))
+    fixed_at = np.cumsum([0] + [len(c) for c in plan.fixed_cols.values()])
+    for lo in range(0, n, BLOCK):                                     # one product per block: every fixed
+        u = unit[lo:lo + BLOCK]                                       # template and every steered frame
+        blk, rows = slice(lo, lo + len(u)), np.arange(len(u))
+        prod = u @ plan.columns
+        for j, (f, cols) in enumerate(plan.fixed_cols.items()):
+            i = prod[:, fixed_at[j]:fixed_at[j + 1]].argmax(axis=1)
+            best[f][0][blk], best[f][1][blk] = prod[rows, fixed_at[j] + i], cols[i]
+        z = prod[:, fixed_at[-1]:]
+        for j, (f, fam) in enumerate(plan.steered_fams.items()):
+            sc, code = best_steered(z[:, plan.frame_at[j]:plan.frame_at[j + 1]], fam)
+            b = best[f]
             better = sc > b[0][blk]                                   # fixed rows first, as before
             b[0][blk] = np.where(better, sc, b[0][blk])
             b[1][blk] = np.where(better, code, b[1][blk])
@@ -204,10 +223,7 @@ def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray) -> Matches:
     if len(fams) > 1:
         second = order[:, 1]
         margin = (adjusted[rows, top] - adjusted[rows, second]).astype(np.float32)
-        names = np.asarray(fams, dtype=object)
-        run = codes[rows, second]
-        runner = np.array([label_of(f, p, o) for f, p, o in zip(names[second], plan.polarity[run],
-                                                                 plan.orientation[run])] + [None], dtype=object)[:-1]
+        runner = plan.label(codes[rows, second])
     else:
         margin, runner = np.full(n, np.nan, np.float32), np.full(n, None, object)
     score = np.where(np.linalg.norm(unit, axis=1) > 0, scores[rows, top], 0.0).astype(np.float32)
