@@ -106,3 +106,19 @@ def test_bad_members(x):
 def test_cuda_without_cuda_is_a_user_error(x):
     with pytest.raises(CatalogError, match="no CUDA device"):
         train_ensemble([Member(x)], 5, 5, **dict(FAST, device="cuda"))
+
+
+def test_members_of_very_different_batch_widths_train_in_separate_stacks(x):
+    """Padding 20- and 30-row members to 300 would cost more than a second stack does: two stacks, each
+    member still as alone; stacks are chosen by padded rows plus a fixed cost a stack."""
+    from kernel_catalog.analysis.embed.ensemble import _stacks
+
+    assert _stacks([120] + [96] * 10, 400) == [list(range(11))]                 # cross-fit of 120 kernels
+    assert _stacks([1000] + [800] * 10, 400) == [[0], list(range(1, 11))]      # 2,000 padded rows: split
+    assert _stacks([20, 4096, 4096, 25], 400) == [[1, 2], [3, 0]]
+    kwargs = dict(FAST, batch_size=512)
+    members = [Member(x, seed=1), Member(x[:20], seed=2), Member(x, np.arange(1, 300), seed=3), Member(x[:30], seed=4)]
+    together = train_ensemble(members, 5, 5, **kwargs)
+    assert [m.config["ensemble"] for m in together] == [2, 2, 2, 2]       # 550 padded rows: two stacks
+    for member, model in zip(members, together):
+        _assert_same(_alone(member, **kwargs), model)

@@ -1,6 +1,7 @@
 """The embedding stage (`catalog embed`): one autoencoder per kernel size (`autoencoder`), the same
 protocol on an iid Gaussian control (`null_model`), held-out scores (`cross_fit`) and the classified
-share at each threshold (`thresholds`); `embed` runs them over a selection and records the run.
+share at each threshold (`thresholds`); `embed` runs them over a selection and records the run,
+training a size's autoencoders together as one batched model (`ensemble`).
 
 Public names are imported on first use (`kernel_catalog.analysis.lazy_exports`): the package itself
 loads no torch.
@@ -13,6 +14,7 @@ _EXPORTS = {
                      "train_autoencoder"], ".autoencoder"),
     **dict.fromkeys(["ControlResult", "gaussian_control", "run_control"], ".null_model"),
     **dict.fromkeys(["fold_of", "held_out_cos"], ".cross_fit"),
+    **dict.fromkeys(["Member", "train_ensemble"], ".ensemble"),
     **dict.fromkeys(["classification_metrics", "size_metrics"], ".thresholds"),
 }
 __all__ = sorted(_EXPORTS)

@@ -1,9 +1,12 @@
 """Many autoencoders of one kernel size trained together: one batched model over a member dimension.
 
 A run trains several autoencoders per size: the run's own, one per cross-fit fold, the null
-model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weight MLP trained
-at batch 4,096, so a training is bound by per-step overhead (Python, optimiser, small kernels),
-not by arithmetic. Here M members share each optimiser step: their weights are stacked over a
+model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weight MLP; on a
+small selection (a batch of hundreds of kernels) a step is mostly fixed cost (Python, optimiser,
+small kernels), which M members then share; on full batches (4,096) the arithmetic dominates and
+training together saves little more than that fixed cost (bench/bench_ensemble.py, RESULTS.md:
+11 members together cost 0.30x their sum at 120 kernels each, 0.6x at 400-1,000, the bare torch
+loop's cost per row). Here M members share each optimiser step: their weights are stacked over a
 leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
 every member's batch, and a hand-written Adam updates every member at once (the weights of
 all members are one flat (M, P) tensor: a handful of tensor operations a step, whatever M).
@@ -41,6 +44,28 @@ from kernel_catalog.analysis.embed.autoencoder import (
 from kernel_catalog.errors import CatalogError
 
 _ACT = {"relu": torch.relu, "gelu": nn.functional.gelu, "tanh": torch.tanh}
+# What a step costs beyond its arithmetic, in padded rows: how many rows of padding one more
+# stack (one more step a step) is worth. CPU: ~0.8 ms a step against ~2 us a row
+# (bench/bench_ensemble.py); on a GPU the arithmetic of a padded row is nearly free.
+STEP_ROWS = {"cpu": 400, "cuda": 20_000}
+
+
+def _stacks(widths: list[int], step_rows: int) -> list[list[int]]:
+    """Members (by index) grouped into stacks trained one after the other, minimising padded rows
+    plus `step_rows` a stack: widths sorted, cut into runs by dynamic programming."""
+    order = sorted(range(len(widths)), key=lambda j: -widths[j])
+    w = [widths[j] for j in order]
+    best, cut = [0.0] + [math.inf] * len(w), [0] * (len(w) + 1)
+    for end in range(1, len(w) + 1):          # best[end]: the first `end` members, stacked
+        for start in range(end):              # the last stack: start..end-1, padded to w[start]
+            cost = best[start] + step_rows + sum(w[start] - x for x in w[start:end])
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    stacks, end = [], len(w)
+    while end:
+        stacks.append(order[cut[end]:end])
+        end = cut[end]
+    return stacks[::-1]
 # torch.optim.Adam's defaults, which the lone trainer uses
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -113,14 +138,14 @@ def train_ensemble(
     **the same settings)` would, all at once; returns their models in member order.
 
     Settings are shared (one architecture: the members stack); data, seed and stopping are each
-    member's own. Memory: the members' data (shared arrays are held once), one (M, batch, k)
-    batch, and M copies of the weights and of Adam's two moments.
+    member's own. Members whose batches differ much in size (per-model groups of very different
+    sizes) would pad the small ones to the large: they train in separate stacks, one after the
+    other, where the padding would cost more than another step (`_stacks`, STEP_ROWS). Memory: the members' data (shared arrays
+    are held once), one (M, batch, k) batch, and M copies of the weights and of Adam's two moments.
     """
     if not members:
         return []
     k = kh * kw
-    dev = resolve_device(device)
-    desc = desc or f"autoencoders {kh}x{kw}"
     for mb in members:
         if mb.data.ndim != 2 or mb.data.shape[1] != k:
             raise ValueError(f"training data of shape {mb.data.shape}, expected (m, {k})")
@@ -128,6 +153,27 @@ def train_ensemble(
             raise CatalogError(f"no usable {kh}x{kw} kernels to train the autoencoder on")
         if not np.isfinite(mb.data if mb.rows is None else mb.data[mb.rows]).all():
             raise ValueError("training batch has NaN/Inf: pass preprocessed usable rows only")
+    settings = dict(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                    progress=progress, hidden=hidden, activation=activation, min_steps=min_steps,
+                    max_epochs=max_epochs, shuffle_buffer=shuffle_buffer, threads=threads, desc=desc)
+    dev = resolve_device(device)
+    widths = [min(batch_size, mb.n) for mb in members]
+    stacks = _stacks(widths, STEP_ROWS["cuda" if dev.type == "cuda" else "cpu"])
+    out: list[TrainedAutoencoder | None] = [None] * len(members)
+    for stack in stacks:
+        for j, model in zip(stack, _train_stack([members[j] for j in stack], kh, kw, **settings)):
+            out[j] = model
+    return out   # type: ignore[return-value]
+
+
+def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, epochs: int | None,
+                 batch_size: int, lr: float, device: str, progress: bool, hidden: tuple[int, ...],
+                 activation: str, min_steps: int, max_epochs: int, shuffle_buffer: int,
+                 threads: int | None, desc: str | None) -> list[TrainedAutoencoder]:
+    """`train_ensemble` for members of similar batch widths: one stack, one step for all."""
+    k = kh * kw
+    dev = resolve_device(device)
+    desc = desc or f"autoencoders {kh}x{kw}"
     modules = []
     for mb in members:          # the lone trainer's initial weights, seed by seed
         with torch.random.fork_rng(devices=[]):
@@ -273,7 +319,7 @@ def train_ensemble(
             "lr": lr, "schedule": "cosine", "batch_size": batch_size, "epochs": st.total_epochs,
             "steps": st.step, "seed": mb.seed, "shuffle_buffer": shuffle_buffer,
             "device": str(dev), "threads": threads or torch.get_num_threads(),
-            "torch": str(torch.__version__), "ensemble": len(members),
+            "torch": str(torch.__version__), "ensemble": len(members),   # members in its stack
         }
         out.append(TrainedAutoencoder(module, config, history[-1], history, str(dev)))
     return out
