@@ -134,8 +134,8 @@ def catalog_of(ctx: click.Context) -> Catalog:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--catalog", "catalog_dir", envvar=ROOT_ENV, default=DEFAULT_ROOT,
               show_default=True, type=click.Path(file_okay=False),
-              help="Catalog folder (env KERNEL_CATALOG); created on first write. s3://BUCKET/PREFIX: a published "
-                   "catalog, read-only.")
+              help="Catalog folder (env KERNEL_CATALOG); created on first write. s3://BUCKET/PREFIX or "
+                   "hf://datasets/ORG/NAME[@REV]: a published catalog, read-only.")
 @click.version_option(package_name="kernel-catalog")
 @click.pass_context
 def cli(ctx: click.Context, catalog_dir: str) -> None:
@@ -251,6 +251,30 @@ def export(ctx, output, **options):
     result = catalog_of(ctx).export(output, progress=True, **options)
     click.echo(f"wrote {result.row_count} rows to {result.path} ({result.format}); manifest {result.manifest_path}",
                err=True)
+
+
+def _names(ctx, param, value: str | None) -> tuple[str, ...]:
+    """A comma-separated option as a tuple of names (empty: none)."""
+    return tuple(name.strip() for name in (value or "").split(",") if name.strip())
+
+
+@cli.command()
+@click.argument("dest")
+@where_option("Publish every layer with a kernel matching this condition (default: every layer).")
+@click.option("--runs", default="", callback=_names, metavar="R,...",
+              help="Analysis runs to publish with it (comma-separated; the runs they read come along).")
+@wait_option()
+@click.pass_context
+def publish(ctx, dest, **options):
+    """Publish a read-only catalog of a selection: a folder, s3://BUCKET/PREFIX or hf://datasets/ORG/NAME."""
+    result = catalog_of(ctx).publish(dest, **options)
+    if result.changed:
+        commit = f" (commit {result.commit[:12]})" if result.commit else ""
+        click.echo(f"published {result.models} models, {result.kernels} kernels to {result.dest}: "
+                   f"{len(result.uploaded)} files uploaded ({result.bytes:,} bytes), {len(result.skipped)} unchanged, "
+                   f"{len(result.deleted)} removed{commit}", err=True)
+    else:
+        click.echo(f"{result.dest} is up to date ({len(result.skipped)} files unchanged); nothing uploaded", err=True)
 
 
 def _thresholds(ctx, param, values: tuple[str, ...]) -> dict[str, float]:

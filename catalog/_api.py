@@ -84,7 +84,7 @@ class Catalog:
 
     def _writable(self) -> _Store:
         """The store, refusing at once (before any work) when this is a published read-only catalog."""
-        if self._store.uri:
+        if self._store.published:
             self._store.refuse_write()
         return self._store
 
@@ -310,6 +310,16 @@ class Catalog:
 
         return export(self._store, output, query=query, where=where, fmt=fmt, force=force, batch_rows=batch_rows,
                       wait=wait, progress=progress)
+
+    def publish(self, dest: str | os.PathLike, *, where: str | None = None, runs: Iterable[str] = (),
+                wait: float = READ_WAIT):
+        """Publish the layers with a kernel matching `where` (default: all) and the runs named (with
+        the runs they read) as a self-contained read-only catalog at `dest`: a folder, s3://BUCKET/PREFIX
+        or hf://datasets/ORG/NAME (one commit). Only what changed is uploaded; returns a PublishResult
+        (uploaded, skipped, deleted, bytes, commit)."""
+        from kernel_catalog.store.publish import publish
+
+        return publish(self._store, dest, where=where, runs=tuple(runs), wait=wait)
 
     def demo(self, cache: str | os.PathLike | None = None, figures: str | os.PathLike | None = None,
              echo: Callable[[str], None] = _quiet) -> dict[str, pa.Table]:

@@ -63,6 +63,8 @@ class Catalog:
         # A URI names a published catalog (read-only); its snapshot is cached in a local folder.
         self.uri = str(location).rstrip("/") if is_uri(location) else None
         self.root = _published.cache_folder(self.uri) if self.uri else Path(location).absolute()
+        # Read-only: a URI, or a folder `catalog publish` wrote (its manifest stands at the root).
+        self.published = self.uri is not None or (self.root / _published.PUBLISH_MANIFEST).is_file()
         self._data: DataRoot | None = None
         self._fetched = False
         self._held = 0            # > 0 while hold() keeps the writer lock for this instance
@@ -80,7 +82,8 @@ class Catalog:
         """Where this catalog's Parquet lives (the catalog folder unless a data root was set)."""
         if self._data is None:
             if self.uri:
-                self._data = DataRoot(self.root, self.uri)
+                self.exists()
+                self._data = DataRoot(self.root, _published.data_uri(self.uri))
             elif self.exists():
                 with self.reader():
                     pass          # reads the settings table
@@ -92,7 +95,7 @@ class Catalog:
         settings = dict(con.execute("SELECT key, value FROM settings").fetchall()) if _has_table(con, "settings") else {}
         self._writer_location = settings.get("writer")
         self.catalog_id = settings.get("catalog_id")
-        self._data = DataRoot(self.root, self.uri or settings.get("data_root"))
+        self._data = DataRoot(self.root, _published.data_uri(self.uri) if self.uri else settings.get("data_root"))
 
     def _prepare_read(self, con: duckdb.DuckDBPyConnection, allow=(), upgrade_copy: bool = True
                       ) -> duckdb.DuckDBPyConnection:
@@ -148,7 +151,7 @@ class Catalog:
 
     def init(self, data_root: str | None = None) -> DataRoot:
         """Create the catalog (idempotent); `data_root` (a URI) puts its Parquet on object storage."""
-        if self.uri:
+        if self.published:
             self.refuse_write()
         if data_root is not None and not is_uri(data_root):
             raise CatalogError(f"--data-root {data_root}: give a URI such as s3://BUCKET/PREFIX "
@@ -187,6 +190,9 @@ class Catalog:
                     where = self._writer_location
             except CatalogError:
                 pass
+        if not self.uri:
+            raise CatalogError(f"catalog {self.root} is a published read-only catalog (`catalog publish` wrote it); "
+                               "write to the catalog it came from and publish again")
         raise CatalogError(f"catalog {self.uri} is a published read-only snapshot; write through the writable "
                            f"catalog{' at ' + where if where else ''} (the driver's --catalog folder)")
 
@@ -197,7 +203,7 @@ class Catalog:
         inside reuses it. On leaving, files no commit recorded (a retried task's dead attempt, a
         run that failed before its commit) are removed; storage out of reach leaves that to the
         next writer."""
-        if self.uri:
+        if self.published:
             self.refuse_write()
         if self._held:
             self._held += 1
@@ -280,7 +286,7 @@ class Catalog:
         Callers do their slow work (reading a source) before entering, so readers are kept out
         only for the Parquet write and the commit.
         """
-        if self.uri:
+        if self.published:
             self.refuse_write()
         held = self._held > 0
         if not held:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from kernel_catalog.errors import CatalogError
 
 INSTALL_HINT = "pip install 'kernel-catalog[cluster]'"
+HUB_BLOCK_SIZE = 1 << 18   # HfFileSystem reads ahead 5 MB by default: far more than a row group's column
 _TIMEOUT = float(os.environ.get("KERNEL_CATALOG_S3_TIMEOUT", "5"))
 
 
@@ -57,6 +58,14 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             connect_timeout=_TIMEOUT, request_timeout=max(_TIMEOUT, 30.0),
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
         ), uri[len("s3://"):]
+    if uri.startswith("hf://"):     # a dataset repo: HTTP range reads through huggingface_hub
+        from huggingface_hub import HfFileSystem, constants
+
+        from kernel_catalog.adapters.hub import endpoint, offline
+
+        constants.HF_HUB_OFFLINE = offline()
+        hub = HfFileSystem(endpoint=endpoint(), block_size=HUB_BLOCK_SIZE, skip_instance_cache=True)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(hub)), uri[len("hf://"):]
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, OSError) as error:

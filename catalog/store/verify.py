@@ -97,7 +97,8 @@ def _check(catalog: Catalog) -> VerifyReport:
 def _check_markers(catalog: Catalog, report: VerifyReport) -> None:
     from kernel_catalog.store._owned import read_marker
 
-    for where, found in [(catalog.root, read_marker(catalog.root))] + (
+    # (a catalog opened by URI: its local folder is only a cache of the snapshot, with no marker)
+    for where, found in ([] if catalog.uri else [(catalog.root, read_marker(catalog.root))]) + (
             [] if catalog.data.is_local else [(catalog.data.location, catalog.data.read_marker())]):
         if found != catalog.catalog_id:
             report.problems.append(f"marker at {where} names {found or 'no catalog'}, not this catalog "

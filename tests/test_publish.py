@@ -1,0 +1,142 @@
+"""`catalog publish DEST`: a self-contained read-only catalog of a selection in a folder, on S3
+(moto_server) or in a dataset repo of the local hub server; opened by path or URI, every read
+works, writes are refused in one line, a second publish with nothing changed uploads nothing, and
+a tampered snapshot is refused like any catalog from someone else."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+import kernel_catalog as kc
+from kernel_catalog.ingest import commit_extraction
+from kernel_catalog.store import Catalog
+
+from .cluster_fixtures import s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
+from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
+from .test_nearest import _bank
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+WHERE = "layer <> 'c3'"          # layers a, b (5x5) and c7 of both models: 760 kernels
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> kc.Catalog:
+    """Two models and a small embed + cluster run over their 5x5 kernels."""
+    root = tmp_path_factory.mktemp("source") / "catalog"
+    store = Catalog(root)
+    commit_extraction(store, _bank(0, "m1"), "arrays", "1.0")
+    commit_extraction(store, _bank(1, "m2"), "arrays", "1.0")
+    cat = kc.open(root)
+    cat.embed("e5", where="kh = 5", epochs=2, cross_fit=0)
+    cat.cluster("e5-k", "e5", k=3)
+    return cat
+
+
+def _reads(location: str, source: kc.Catalog) -> None:
+    """Every kind of read a user does, on the published catalog, against the source."""
+    published = kc.open(location)
+    models = published.models().to_pylist()
+    assert [(m["model"], m["n_layers"], m["n_kernels"]) for m in models] == [("m1", 3, 380), ("m2", 3, 380)]
+    query = "SELECT model, layer, channel, kernel_id, hash(weights) FROM kernels WHERE {} ORDER BY ALL"
+    assert published.sql(query.format(WHERE)).to_pylist() == source.sql(query.format(WHERE)).to_pylist()
+    one = published.sql("SELECT layer, count(*) AS n FROM kernels WHERE model = 'm2' GROUP BY ALL ORDER BY ALL")
+    assert one.to_pylist() == [{"layer": "a", "n": 150}, {"layer": "b", "n": 150}, {"layer": "c7", "n": 80}]
+    assert published.report("e5-k").to_pylist() == source.report("e5-k").to_pylist()
+    assert published.runs().column("run").to_pylist() == ["e5", "e5-k"]
+    printed = cli("--catalog", location, "models", "--format", "json", check=True)
+    assert '"m1"' in printed.stdout and '"m2"' in printed.stdout
+
+
+def test_publish_to_a_folder(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNEL_CATALOG_CACHE", str(tmp_path / "cache"))
+    dest = tmp_path / "published"
+    result = source.publish(dest, where=WHERE, runs=["e5-k"])
+    assert (result.models, result.kernels) == (2, 760) and result.changed and result.bytes > 0
+    assert {"catalog.duckdb", "README.md", ".kernel-catalog", "kernel-catalog-publish.json"} <= set(result.uploaded)
+    assert sum(p.startswith("results/run=e5/") for p in result.uploaded) == 2      # the parent run came along
+    _reads(str(dest), source)
+    assert kc.open(dest).verify().clean
+    # sorted by layer and channel, one row group per layer: a one-layer query reads its own group
+    for path in sorted(dest.glob("kernels/model=*/*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [150, 150, 80]
+        layers = pq.read_table(path, columns=["layer", "channel"]).to_pylist()
+        assert layers == sorted(layers, key=lambda r: (r["layer"], r["channel"]))
+    card = (dest / "README.md").read_text()
+    assert card.startswith("---\nlicense: unknown\n") and "Unveiling the Unseen" in card and "ICLR 2024" in card
+    assert "| m1 | 380 | m1 | arrays | yes |" in card and f"catalog --catalog {dest} models" in card
+    # nothing changed: nothing uploaded (the CLI says so)
+    again = cli("--catalog", str(source.root), "publish", str(dest), "--where", WHERE, "--runs", "e5-k", check=True)
+    assert "is up to date" in again.stderr and "nothing uploaded" in again.stderr
+    # a smaller selection: the other model's file is removed, the rest stays
+    smaller = source.publish(dest, where="model = 'm1'")
+    assert all(p.startswith("kernels/model=m1/") or "/" not in p for p in smaller.uploaded)
+    assert not list(dest.glob("kernels/model=m2/*")) and not (dest / "results").exists() or \
+        not list((dest / "results").rglob("*.p*"))
+    assert kc.open(dest).models().column("model").to_pylist() == ["m1"]
+
+
+def test_published_folder_refuses_writes(source, tmp_path):
+    dest = tmp_path / "published"
+    source.publish(dest, where="model = 'm1'")
+    before = snapshot(Catalog(dest))
+    refused = cli("--catalog", str(dest), "runs", "delete", "--run", "e5")
+    assert_one_line_error(refused, "published read-only catalog")
+    refused = cli("--catalog", str(dest), "verify", "--repair")
+    assert_one_line_error(refused, "published read-only catalog")
+    assert snapshot(Catalog(dest)) == before
+
+
+def test_publish_refuses_a_foreign_folder_and_a_bad_selection(source, tmp_path):
+    someone = tmp_path / "someone"
+    someone.mkdir()
+    (someone / "notes.txt").write_text("mine")
+    assert_one_line_error(cli("--catalog", str(source.root), "publish", str(someone)), "not empty")
+    assert sorted(p.name for p in someone.iterdir()) == ["notes.txt"]
+    assert_one_line_error(cli("--catalog", str(source.root), "publish", str(tmp_path / "x"), "--where", "kh = 11"),
+                          "selection is empty")
+    assert_one_line_error(cli("--catalog", str(source.root), "publish", str(tmp_path / "x"), "--runs", "nope"),
+                          "no run 'nope'")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("UPDATE kernel_files SET path = '/etc/passwd'", "not a catalog file name"),
+    ("CREATE VIEW evil AS SELECT 42", "did not create"),
+])
+def test_a_tampered_published_catalog_is_refused(source, tmp_path, tamper, message):
+    dest = tmp_path / "published"
+    source.publish(dest, where="model = 'm1'")
+    con = duckdb.connect(str(dest / "catalog.duckdb"))
+    con.execute(tamper)
+    con.close()
+    assert_one_line_error(cli("--catalog", str(dest), "models"), message)
+
+
+def test_a_link_out_of_a_published_folder_is_refused(source, tmp_path):
+    dest = tmp_path / "published"
+    source.publish(dest, where="model = 'm1'")
+    outside = tmp_path / "outside"
+    shutil.move(str(dest / "kernels" / "model=m1"), outside)
+    (dest / "kernels" / "model=m1").symlink_to(outside, target_is_directory=True)
+    assert_one_line_error(cli("--catalog", str(dest), "sql", "SELECT count(*) FROM kernels"), "resolves outside")
+
+
+def test_publish_to_s3_and_open_by_uri(source, s3_env):
+    bucket = s3_env["BUCKET"]
+    uri = f"s3://{bucket}/pub"
+    result = source.publish(uri, where=WHERE, runs=["e5-k"])
+    assert result.changed and "catalog.duckdb" in result.uploaded
+    objects = s3_objects(bucket)
+    assert f"pub/kernel-catalog-publish.json" in objects and sum(o.startswith("pub/kernels/") for o in objects) == 2
+    _reads(uri, source)
+    assert kc.open(uri).verify().clean, kc.open(uri).verify().lines()
+    again = source.publish(uri, where=WHERE, runs=["e5-k"])
+    assert not again.changed and again.bytes == 0 and len(again.skipped) == len(result.uploaded) - 1
+    before = s3_objects(bucket)
+    assert_one_line_error(cli("--catalog", uri, "runs", "delete", "--run", "e5"), "read-only")
+    assert s3_objects(bucket) == before
