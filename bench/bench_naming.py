@@ -17,7 +17,7 @@ centred and unit-normalised as `match` sees them), named with the built-in bank.
 SNR, each kernel named by its own best match, seeds averaged) for the current and the previous code.
 
 Usage: python bench/bench_naming.py [--n 50000] [--sizes 3x3 5x5 7x7] [--repeats 3] [--previous 766a534]
-       [--accuracy] [--snr 1 2 3 5 8] [--seeds 0 1] [--per-class 80]
+       [--accuracy [--no-speed]] [--snr 1 2 3 5 8] [--seeds 0 1] [--per-class 80]
 """
 from __future__ import annotations
 
@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--previous", default=PREVIOUS, help="commit of the implementation to compare with ('' for none)")
     ap.add_argument("--accuracy", action="store_true", help="also the naming part of bench_validation")
+    ap.add_argument("--no-speed", action="store_true", help="only the accuracy table")
     ap.add_argument("--snr", type=float, nargs="+", default=[1, 2, 3, 5, 8])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--per-class", type=int, default=80)
@@ -163,7 +164,8 @@ def main() -> None:
     print(f"# bench_naming {date.today()} on {platform.node()} ({cpu_model()}, nproc {os.cpu_count()}), "
           f"numpy {np.__version__}, {args.n} planted kernels per size (SNR 2), best of {args.repeats}, "
           f"previous = {args.previous or 'none'}")
-    speed(args, previous)
+    if not args.no_speed:
+        speed(args, previous)
     if args.accuracy:
         accuracy(args, previous)
 

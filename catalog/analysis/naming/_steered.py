@@ -16,7 +16,7 @@ and a kernel with frame coordinates z = (v0, w cos psi, w sin psi) has cosine z 
     |phi_t - psi'| <= delta of the templates sorted by phi can reach a value L (`_windows`).
 Positions in a sorted list come from a bin table (`_bin_table`), not a binary search.
 
-Per block of kernels and per family: the templates next to psi in the sets with the largest bounds
+Per block of kernels and per family: the templates next to psi in the set with the largest bound
 give a first value L; every set (and run) whose bound reaches L has its window evaluated; of the
 templates within _TIE of the best the first in code order (set order, then angle order) wins, as in
 the full search. All of it in flat arrays: no Python loop over kernels, sets or angles.
@@ -31,7 +31,6 @@ BLOCK = 4096            # rows per block: one product of the block with every te
 _TIE = 1e-12            # two cosines this close are a tie: the first template in code order wins
 _SLACK = 1e-9           # slack on every bound (values are computed to ~1e-15)
 _BIG = np.iinfo(np.int64).max
-FIRST_SETS = 2          # sets per row whose templates next to psi give the first value to beat
 
 
 def frame(coeffs: np.ndarray, basis: np.ndarray, pole_rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -208,13 +207,10 @@ def best_steered(z: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndar
     v0, x1, x2 = z[:, :ns], z[:, ns:2 * ns], z[:, 2 * ns:]
     w = np.sqrt(x1 * x1 + x2 * x2)
     bound = w if fam.planar else np.abs(v0) * fam.set_ca + w * fam.set_sa      # per set (n, sets)
-    nfirst = min(FIRST_SETS, ns)                                      # the sets with the largest bounds
-    top = np.argpartition(-bound, nfirst - 1, axis=1)[:, :nfirst].reshape(-1) if nfirst < ns else \
-        np.tile(np.arange(ns), n)
-    rows = np.repeat(np.arange(n), nfirst)
+    rows, top = np.arange(n), bound.argmax(axis=1)                    # the set with the largest bound
     zt = np.stack([v0[rows, top], x1[rows, top], x2[rows, top]], axis=1)
     g = top * fam.runs + run_bounds(zt, top, fam).argmax(axis=1)
-    low = _neighbours(zt, g, fam)[0].max(axis=1).reshape(n, nfirst).max(axis=1)   # a value the best reaches
+    low = _neighbours(zt, g, fam)[0].max(axis=1)                     # a value the best reaches
     reach = low - _TIE - 2 * _SLACK
     r, s = np.nonzero(bound >= reach[:, None])                        # sets that can reach it
     zp = np.stack([v0[r, s], x1[r, s], x2[r, s]], axis=1)
