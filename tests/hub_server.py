@@ -5,6 +5,18 @@ huggingface_hub's real client talks to it through HF_ENDPOINT. Routes (what the 
   GET /api/models/{org}/{repo}[/revision/{revision}]  JSON: id, sha, siblings (size, lfs sha256), license
   GET /api/models/{org}/{repo}/tree/{revision}        JSON list of files
   GET /files/{name}                                   plain URL downloads (timm's cfg.url configs)
+Dataset repos (`add("datasets/ORG/NAME", ...)`, or created by the client) answer the same routes under
+/datasets/{org}/{repo}/resolve/... and /api/datasets/{org}/{repo}/..., plus what huggingface_hub's
+upload uses (HF_HUB_DISABLE_XET: the LFS path) and HfFileSystem reads:
+  POST /api/repos/create                              JSON {name, organization, type}; 409 if it exists
+  POST /api/validate-yaml                             a README.md's YAML header: no errors
+  POST /api/datasets/{org}/{repo}/paths-info/{rev}    form paths=...: file / directory entries
+  GET  /api/datasets/{org}/{repo}/tree/{rev}[/{path}] ?recursive=: the entries under path
+  POST /api/datasets/{org}/{repo}/preupload/{rev}     JSON files -> uploadMode (lfs for binaries)
+  POST /datasets/{org}/{repo}.git/info/lfs/objects/batch   upload actions (none for a stored oid)
+  PUT  /lfs-upload/{oid}                              the object's bytes (sha256 checked)
+  POST /api/datasets/{org}/{repo}/commit/{rev}        NDJSON header/file/lfsFile/deletedFile: a new commit
+`commits` lists (repo, commit) of every commit made; `uploads` the oids PUT.
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) as the hub does.
 
 Range requests (`bytes=A-B`, `bytes=A-`) are answered 206 with Content-Range, as the hub and its CDN
@@ -35,11 +47,16 @@ class Repo:
     revisions: dict[str, str] = field(default_factory=dict)    # name -> sha ("main" always)
     license: str | None = "apache-2.0"
     gated_token: str | None = None                              # HF_TOKEN that may read it
+    history: dict[str, dict[str, bytes]] = field(default_factory=dict)   # commit -> files (dataset commits)
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest())
                                                 for k, v in self.files.items())).encode()).hexdigest()
         self.revisions.setdefault("main", digest)
+        self.history.setdefault(self.revisions["main"], self.files)
+
+    def files_at(self, sha: str) -> dict[str, bytes]:
+        return self.history.get(sha, self.files)
 
     @property
     def sha(self) -> str:
@@ -55,6 +72,9 @@ class HubServer:
         self.ignore_ranges = False
         self.latency = 0.0
         self.served: dict[str, int] = {}
+        self.lfs: dict[str, bytes] = {}          # LFS objects uploaded, by sha256
+        self.commits: list[tuple[str, str]] = []
+        self.uploads: list[str] = []
         self._digests: dict[bytes, str] = {}
         self._link_free = 0.0
         self._cuts: dict[str, tuple[int, bool, int]] = {}
@@ -126,6 +146,141 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._route(body=True)
 
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_PUT(self) -> None:
+        path = unquote(urlparse(self.path).path)
+        data = self._body()
+        with self.hub.lock:
+            self.hub.requests.append(("PUT", path, None))
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "lfs-upload" and hashlib.sha256(data).hexdigest() == parts[1]:
+            with self.hub.lock:
+                self.hub.lfs[parts[1]] = data
+                self.hub.uploads.append(parts[1])
+            return self._json({})
+        self._error(400, None, "bad upload")
+
+    def do_POST(self) -> None:
+        parsed = urlparse(self.path)
+        path = unquote(parsed.path)
+        data = self._body()
+        with self.hub.lock:
+            self.hub.requests.append(("POST", path, None))
+        parts = path.strip("/").split("/")
+        if parts == ["api", "validate-yaml"]:      # the client checks a README.md's YAML header before a commit
+            return self._json({"errors": [], "warnings": []})
+        if parts == ["api", "repos", "create"]:
+            request = json.loads(data)
+            kind = request.get("type") or "model"
+            name = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
+            repo_id = name if kind == "model" else f"{kind}s/{name}"
+            if repo_id in self.hub.repos:        # (the hub's 409 names the repo's url too)
+                payload = json.dumps({"error": "You already created this repo", "url": f"{self.hub.url}/{repo_id}"})
+                self.send_response(409)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                return self.wfile.write(payload.encode())
+            self.hub.add(repo_id, {})
+            return self._json({"url": f"{self.hub.url}/{repo_id}"})
+        if len(parts) == 7 and parts[0] == "datasets" and parts[2].endswith(".git") and parts[3:] == ["info", "lfs", "objects", "batch"]:
+            request = json.loads(data)
+            objects = []
+            for item in request["objects"]:
+                entry = {"oid": item["oid"], "size": item["size"]}
+                if item["oid"] not in self.hub.lfs:
+                    entry["actions"] = {"upload": {"href": f"{self.hub.url}/lfs-upload/{item['oid']}"}}
+                objects.append(entry)
+            return self._json({"transfer": "basic", "objects": objects})
+        if parts[:2] == ["api", "datasets"] and len(parts) >= 6:
+            repo = self._repo(f"datasets/{parts[2]}/{parts[3]}")
+            if repo is None:
+                return
+            action, revision = parts[4], parts[5]
+            if action == "preupload":
+                files = [{"path": f["path"], "shouldIgnore": False,
+                          "uploadMode": "regular" if f["path"].endswith((".md", ".json", ".gitattributes"))
+                          or f["path"].startswith(".") else "lfs"} for f in json.loads(data)["files"]]
+                return self._json({"files": files})
+            sha = self._revision(repo, revision)
+            if sha is None:
+                return
+            if action == "paths-info":
+                from urllib.parse import parse_qs
+
+                wanted = parse_qs(data.decode()).get("paths", [])
+                entries = self._entries(repo.files_at(sha), "", recursive=True, with_folders=True)
+                return self._json([e for e in entries if e["path"] in wanted])
+            if action == "commit":
+                return self._commit(f"datasets/{parts[2]}/{parts[3]}", repo, revision, sha, data)
+        self._error(404, "RepoNotFound")
+
+    def _commit(self, repo_id: str, repo: Repo, revision: str, parent: str, data: bytes) -> None:
+        import base64
+
+        files = dict(repo.files_at(parent))
+        for line in data.decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "lfsFile":
+                if value["oid"] not in self.hub.lfs:
+                    return self._error(400, None, f"LFS object {value['oid']} was not uploaded")
+                files[value["path"]] = self.hub.lfs[value["oid"]]
+            elif key == "deletedFile":
+                if files.pop(value["path"], None) is None:
+                    return self._error(404, "EntryNotFound", "A file with this name doesn't exist")
+        sha = hashlib.sha1(f"{parent}\0{sorted((k, self.hub.sha256(v)) for k, v in files.items())}".encode()).hexdigest()
+        with self.hub.lock:
+            repo.history[sha] = files
+            repo.files = files
+            repo.revisions["main" if revision in (parent, "main") else revision] = sha
+            self.hub.commits.append((revision, sha))
+        self._json({"commitUrl": f"{self.hub.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None})
+
+    @staticmethod
+    def _entries(files: dict[str, bytes], under: str, recursive: bool, with_folders: bool = True) -> list[dict]:
+        """Tree entries below `under` (files, and folders as the hub lists them)."""
+        prefix = under.strip("/") + "/" if under.strip("/") else ""
+        found: dict[str, dict] = {}
+        for name, data in sorted(files.items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):].split("/")
+            for depth in range(1, len(rest)):
+                folder = prefix + "/".join(rest[:depth])
+                if with_folders and (recursive or depth == 1):
+                    found.setdefault(folder, {"type": "directory", "path": folder,
+                                              "oid": hashlib.sha1(folder.encode()).hexdigest()})
+                if not recursive:
+                    break
+            if recursive or len(rest) == 1:
+                found[name] = {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
+                               "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}}
+        return list(found.values())
+
+    def _json(self, data) -> None:
+        payload = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _route(self, body: bool) -> None:
         path = unquote(urlparse(self.path).path)
         with self.hub.lock:
@@ -137,6 +292,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._file(path, self.hub.urls.get(parts[1]), body, None)
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             return self._api(parts[2] + "/" + parts[3], parts[4:])
+        if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
+            return self._api(f"datasets/{parts[2]}/{parts[3]}", parts[4:])
+        if parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
+            parts = [f"datasets/{parts[1]}", parts[2], *parts[3:]]
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self._repo(parts[0] + "/" + parts[1])
             if repo is None:
@@ -144,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             sha = self._revision(repo, parts[3])
             if sha is None:
                 return
-            return self._file(path, repo.files.get("/".join(parts[4:])), body, sha)
+            return self._file(path, repo.files_at(sha).get("/".join(parts[4:])), body, sha)
         self._error(404, "RepoNotFound")
 
     def _repo(self, repo_id: str) -> Repo | None:
@@ -158,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _revision(self, repo: Repo, name: str) -> str | None:
-        sha = repo.revisions.get(name) or (name if name in repo.revisions.values() else None)
+        sha = repo.revisions.get(name) or (name if name in repo.revisions.values() or name in repo.history else None)
         if sha is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {name}")
         return sha
@@ -171,14 +330,19 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self._revision(repo, revision)
         if sha is None:
             return
-        if rest and rest[0] == "tree":
+        if rest and rest[0] == "tree" and repo_id.startswith("datasets/"):
+            from urllib.parse import parse_qs
+
+            recursive = parse_qs(urlparse(self.path).query).get("recursive", ["False"])[0].lower() == "true"
+            data = self._entries(repo.files_at(sha), "/".join(rest[2:]), recursive)
+        elif rest and rest[0] == "tree":
             data = [{"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
                     for n, b in sorted(repo.files.items())]
         else:
             siblings = [{"rfilename": n, "size": len(b),
                          "lfs": {"sha256": self.hub.sha256(b), "size": len(b), "pointerSize": 134}}
-                        for n, b in sorted(repo.files.items())]
-            data = {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False,
+                        for n, b in sorted(repo.files_at(sha).items())]
+            data = {"id": repo_id.removeprefix("datasets/"), "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False,
                     "tags": [f"license:{repo.license}"] if repo.license else [],
                     "cardData": {"license": repo.license} if repo.license else {}}
         payload = json.dumps(data).encode()

@@ -16,6 +16,7 @@ from kernel_catalog.ingest import commit_extraction
 from kernel_catalog.store import Catalog
 
 from .cluster_fixtures import s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
+from .hub_fixtures import empty_hub   # noqa: F401 (fixture)
 from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
 from .test_nearest import _bank
 
@@ -140,3 +141,41 @@ def test_publish_to_s3_and_open_by_uri(source, s3_env):
     before = s3_objects(bucket)
     assert_one_line_error(cli("--catalog", uri, "runs", "delete", "--run", "e5"), "read-only")
     assert s3_objects(bucket) == before
+
+
+@pytest.fixture
+def hub(empty_hub, monkeypatch, tmp_path):
+    """The local hub server; uploads take huggingface_hub's LFS path (the server speaks no Xet)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("KERNEL_CATALOG_CACHE", str(tmp_path / "user-cache"))
+    return empty_hub
+
+
+def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch):
+    uri = "hf://datasets/me/kernels"
+    printed = cli("--catalog", str(source.root), "publish", uri, "--where", WHERE, "--runs", "e5-k", check=True)
+    assert "published 2 models, 760 kernels" in printed.stderr and "commit" in printed.stderr
+    assert len(hub.commits) == 1
+    repo = hub.repos["datasets/me/kernels"]
+    assert {"README.md", "catalog.duckdb", "kernel-catalog-publish.json"} <= set(repo.files)
+    _reads(uri, source)
+    # a one-model query reads that model's file only, by ranges
+    hub.requests.clear()
+    kc.open(uri).sql("SELECT count(*) FROM kernels WHERE model = 'm1' AND layer = 'c7'")
+    fetched = {p for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p}
+    assert fetched and all("model=m1" in p for p in fetched), fetched
+    # nothing changed: no commit, nothing uploaded
+    uploads = len(hub.uploads)
+    again = kc.open(source.root).publish(uri, where=WHERE, runs=["e5-k"])
+    assert not again.changed and again.commit is None and len(hub.commits) == 1 and len(hub.uploads) == uploads
+    # writes refused in one line; the repo unchanged
+    assert_one_line_error(cli("--catalog", uri, "runs", "delete", "--run", "e5"), "read-only")
+    assert len(hub.commits) == 1
+    # the cached revision opens offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.stop()
+    offline = kc.open(uri).models().column("model").to_pylist()
+    assert offline == ["m1", "m2"]

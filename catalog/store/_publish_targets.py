@@ -8,7 +8,8 @@ files but no manifest is someone else's: refused, nothing written.
 from __future__ import annotations
 
 import json
-import os
+import logging
+import sys
 from pathlib import Path
 
 from kernel_catalog.errors import CatalogError
@@ -154,15 +155,23 @@ class HubTarget(_Target):
         from kernel_catalog.adapters.hub import endpoint, require_online
 
         require_online(self.repo, f"publish {self.dest}")
+        if not sys.stderr.isatty():
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         return HfApi(endpoint=endpoint())
 
     def read_manifest(self) -> dict | None:
-        from huggingface_hub import errors
+        from huggingface_hub import errors, hf_hub_download
+
+        from kernel_catalog.adapters.hub import endpoint, hf_cache_dir, timeout
 
         api = self._api()
         try:
             api.create_repo(self.repo, repo_type="dataset", exist_ok=True)
-            path = api.hf_hub_download(self.repo, MANIFEST, repo_type="dataset", revision=self.revision)
+            path = hf_hub_download(self.repo, MANIFEST, repo_type="dataset", revision=self.revision,
+                                   cache_dir=hf_cache_dir(), endpoint=endpoint(), etag_timeout=timeout())
         except (errors.EntryNotFoundError, errors.RevisionNotFoundError):
             return None
         except Exception as error:  # noqa: BLE001
