@@ -37,7 +37,7 @@ def source(tmp_path_factory) -> kc.Catalog:
     return cat
 
 
-def _reads(location: str, source: kc.Catalog) -> None:
+def _reads(location: str, source: kc.Catalog, out: Path) -> None:
     """Every kind of read a user does, on the published catalog, against the source."""
     published = kc.open(location)
     models = published.models().to_pylist()
@@ -48,6 +48,10 @@ def _reads(location: str, source: kc.Catalog) -> None:
     assert one.to_pylist() == [{"layer": "a", "n": 150}, {"layer": "b", "n": 150}, {"layer": "c7", "n": 80}]
     assert published.report("e5-k").to_pylist() == source.report("e5-k").to_pylist()
     assert published.runs().column("run").to_pylist() == ["e5", "e5-k"]
+    kernel = published.sql("SELECT kernel_id FROM kernels WHERE model = 'm1' AND layer = 'c7' AND channel = 3")[0][0]
+    assert published.nearest(kernel=kernel.as_py()).to_pylist() == source.nearest(kernel=kernel.as_py()).to_pylist()
+    exported = published.export(out / "k7.parquet", where="kh = 7")
+    assert exported.row_count == 160
     printed = cli("--catalog", location, "models", "--format", "json", check=True)
     assert '"m1"' in printed.stdout and '"m2"' in printed.stdout
 
@@ -59,7 +63,7 @@ def test_publish_to_a_folder(source, tmp_path, monkeypatch):
     assert (result.models, result.kernels) == (2, 760) and result.changed and result.bytes > 0
     assert {"catalog.duckdb", "README.md", ".kernel-catalog", "kernel-catalog-publish.json"} <= set(result.uploaded)
     assert sum(p.startswith("results/run=e5/") for p in result.uploaded) == 2      # the parent run came along
-    _reads(str(dest), source)
+    _reads(str(dest), source, tmp_path)
     assert kc.open(dest).verify().clean
     # sorted by layer and channel, one row group per layer: a one-layer query reads its own group
     for path in sorted(dest.glob("kernels/model=*/*.parquet")):
@@ -127,14 +131,14 @@ def test_a_link_out_of_a_published_folder_is_refused(source, tmp_path):
     assert_one_line_error(cli("--catalog", str(dest), "sql", "SELECT count(*) FROM kernels"), "resolves outside")
 
 
-def test_publish_to_s3_and_open_by_uri(source, s3_env):
+def test_publish_to_s3_and_open_by_uri(source, s3_env, tmp_path):
     bucket = s3_env["BUCKET"]
     uri = f"s3://{bucket}/pub"
     result = source.publish(uri, where=WHERE, runs=["e5-k"])
     assert result.changed and "catalog.duckdb" in result.uploaded
     objects = s3_objects(bucket)
     assert f"pub/kernel-catalog-publish.json" in objects and sum(o.startswith("pub/kernels/") for o in objects) == 2
-    _reads(uri, source)
+    _reads(uri, source, tmp_path)
     assert kc.open(uri).verify().clean, kc.open(uri).verify().lines()
     again = source.publish(uri, where=WHERE, runs=["e5-k"])
     assert not again.changed and again.bytes == 0 and len(again.skipped) == len(result.uploaded) - 1
@@ -154,14 +158,14 @@ def hub(empty_hub, monkeypatch, tmp_path):
     return empty_hub
 
 
-def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch):
+def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     uri = "hf://datasets/me/kernels"
     printed = cli("--catalog", str(source.root), "publish", uri, "--where", WHERE, "--runs", "e5-k", check=True)
     assert "published 2 models, 760 kernels" in printed.stderr and "commit" in printed.stderr
     assert len(hub.commits) == 1
     repo = hub.repos["datasets/me/kernels"]
     assert {"README.md", "catalog.duckdb", "kernel-catalog-publish.json"} <= set(repo.files)
-    _reads(uri, source)
+    _reads(uri, source, tmp_path)
     # a one-model query reads that model's file only, by ranges
     hub.requests.clear()
     kc.open(uri).sql("SELECT count(*) FROM kernels WHERE model = 'm1' AND layer = 'c7'")
