@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,6 +167,7 @@ def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     repo = hub.repos["datasets/me/kernels"]
     assert {"README.md", "catalog.duckdb", "kernel-catalog-publish.json"} <= set(repo.files)
     _reads(uri, source, tmp_path)
+    assert kc.open(uri).verify().clean
     # a one-model query reads that model's file only, by ranges
     hub.requests.clear()
     kc.open(uri).sql("SELECT count(*) FROM kernels WHERE model = 'm1' AND layer = 'c7'")
@@ -183,3 +185,47 @@ def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     hub.stop()
     offline = kc.open(uri).models().column("model").to_pylist()
     assert offline == ["m1", "m2"]
+
+
+def test_a_one_layer_query_reads_its_row_groups_and_columns_only(hub, tmp_path):
+    """Published Parquet is laid out for range reads: a row group per layer, so a query on one of
+    three equal layers fetches about a third of the file, and one small column far less."""
+    from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
+
+    rng = np.random.default_rng(0)
+    layers = [DepthwiseLayer(f"l{i}", rng.normal(size=(6000, 7, 7)).astype(np.float32)) for i in range(3)]
+    commit_extraction(Catalog(tmp_path / "big"), Extraction("big", "big", True, layers), "arrays", "1.0")
+    kc.open(tmp_path / "big").publish("hf://datasets/me/big")
+    size = sum(len(v) for k, v in hub.repos["datasets/me/big"].files.items() if k.endswith(".parquet"))
+    published = kc.open("hf://datasets/me/big")
+    hub.served.clear()
+    assert published.sql("SELECT count(*) FROM kernels WHERE layer = 'l1'")[0][0].as_py() == 6000
+    hub.served.clear()
+    published.sql("SELECT sum(list_sum(weights)) FROM kernels WHERE layer = 'l2'")
+    weights = hub.served_bytes(".parquet")
+    hub.served.clear()
+    published.sql("SELECT sum(l2) FROM kernels WHERE layer = 'l2'")
+    norms = hub.served_bytes(".parquet")
+    assert 0 < norms < 0.15 * size and 0.25 * size < weights < 0.45 * size, (norms, weights, size)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("UPDATE kernel_files SET path = '/etc/passwd'", "not a catalog file name"),
+    ("CREATE MACRO round(x) AS 42", "did not create"),
+])
+def test_a_tampered_hub_snapshot_is_refused(source, hub, tmp_path, tamper, message):
+    """A repo whose catalog.duckdb someone altered (a later commit): refused in one line, nothing read."""
+    uri = "hf://datasets/me/evil"
+    source.publish(uri, where="model = 'm1'")
+    repo = hub.repos["datasets/me/evil"]
+    altered = tmp_path / "catalog.duckdb"
+    altered.write_bytes(repo.files["catalog.duckdb"])
+    con = duckdb.connect(str(altered))
+    con.execute(tamper)
+    con.close()
+    files = {**repo.files, "catalog.duckdb": altered.read_bytes()}
+    repo.history["e" * 40], repo.files, repo.revisions["main"] = files, files, "e" * 40
+    assert_one_line_error(cli("--catalog", uri, "models"), message)
+    hub.requests.clear()
+    assert_one_line_error(cli("--catalog", uri, "sql", "SELECT count(*) FROM kernels"), message)
+    assert not [p for m, p, _ in hub.requests if p.endswith(".parquet")]
