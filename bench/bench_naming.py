@@ -3,7 +3,8 @@ and against the previous implementation, and whether the names agree.
 
 Per size: N planted kernels (`validation.planted_bank`, every family, SNR 2, random orientations,
 centred and unit-normalised as `match` sees them), named with the built-in bank.
-  kernels/s     N / the best of --repeats wall times of `match` (a warm call first builds the plan)
+  kernels/s     N / the best of --repeats wall times of `match` (a warm call first builds the plan);
+                the best CPU time of this process is printed beside every wall time
   floor         one float32 product of the same unit kernels with as many templates as the bank has
                 template *objects* (its fixed rows plus one per steered set), and an argmax per row:
                 what naming would cost if every template object were one column (the issue's floor)
@@ -69,13 +70,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def best_time(f, repeats: int) -> float:
-    times = []
+def best_time(f, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) seconds, each the best of `repeats` calls: on a shared machine the CPU time of this
+    process is the steadier figure (it still counts both BLAS threads of a product)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         f()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
 
 
 def floor_time(x: np.ndarray, columns: int, repeats: int) -> float:
@@ -100,8 +104,9 @@ def kernels(kh: int, kw: int, n: int, snr: float = 2.0, seed: int = 0) -> np.nda
 
 
 def speed(args, previous) -> None:
-    print("| size | kernels | templates (fixed + steered sets = objects) | naming s | kernels/s | floor s "
-          "| x floor | previous s | previous kernels/s | speed-up | agree |")
+    print("| size | kernels | templates (fixed + steered sets = objects) | naming s wall / CPU | kernels/s (wall) "
+          "| floor s wall / CPU | x floor (wall / CPU) | previous s wall / CPU | previous kernels/s (wall) "
+          "| speed-up (wall / CPU) | agree |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kh, kw in args.sizes:
         x = kernels(kh, kw, args.n)
@@ -110,12 +115,14 @@ def speed(args, previous) -> None:
         match(x[:10], bank)
         now = best_time(lambda x=x, bank=bank: match(x, bank), args.repeats)
         floor = floor_time(x, objects, args.repeats)
-        cols = f"| {kh}x{kw} | {len(x)} | {len(bank.families)} + {len(bank.steered)} = {objects} | {now:.3f} | " \
-               f"{len(x) / now:,.0f} | {floor:.4f} | {now / floor:.1f} |"
+        cols = f"| {kh}x{kw} | {len(x)} | {len(bank.families)} + {len(bank.steered)} = {objects} | " \
+               f"{now[0]:.3f} / {now[1]:.3f} | {len(x) / now[0]:,.0f} | {floor[0]:.4f} / {floor[1]:.4f} | " \
+               f"{now[0] / floor[0]:.1f} / {now[1] / floor[1]:.1f} |"
         if previous is not None:
             previous(x[:10], bank)
             before = best_time(lambda x=x, bank=bank: previous(x, bank), args.repeats)
-            cols += f" {before:.3f} | {len(x) / before:,.0f} | {before / now:.1f} | " \
+            cols += f" {before[0]:.3f} / {before[1]:.3f} | {len(x) / before[0]:,.0f} | " \
+                    f"{before[0] / now[0]:.1f} / {before[1] / now[1]:.1f} | " \
                     f"{agreement(match(x, bank), previous(x, bank)):.5f} |"
         else:
             cols += " - | - | - | - |"

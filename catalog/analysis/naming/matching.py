@@ -26,6 +26,7 @@ name appears (labels, clusters, report, figures, gallery). Below the name thresh
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from kernel_catalog.analysis.naming._steered import BLOCK, SteeredFamily, best_steered
 from kernel_catalog.analysis.naming.templates import (ORIENTATION_BUCKET, UNMATCHED, TemplateBank, label_of,
                                                      unit_rows)
-from kernel_catalog.analysis.params import DEFAULT_NAME_THRESHOLD
+from kernel_catalog.analysis.params import DEFAULT_NAME_THRESHOLD, available_cores
 
 AMBIGUOUS_MARGIN = 0.05
 
@@ -187,7 +188,8 @@ def _family_scores(unit: np.ndarray, plan: _Plan):
     n = len(unit)
     best = {f: (np.full(n, -np.inf), np.zeros(n, np.int64)) for f in plan.fams}
     fixed_at = np.cumsum([0] + [len(c) for c in plan.fixed_cols.values()])
-    for lo in range(0, n, BLOCK):                                     # one product per block: every fixed
+
+    def block(lo: int) -> None:                                       # one product per block: every fixed
         u = unit[lo:lo + BLOCK]                                       # template and every steered frame
         blk, rows = slice(lo, lo + len(u)), np.arange(len(u))
         prod = u @ plan.columns
@@ -201,6 +203,15 @@ def _family_scores(unit: np.ndarray, plan: _Plan):
             better = sc > b[0][blk]                                   # fixed rows first, as before
             b[0][blk] = np.where(better, sc, b[0][blk])
             b[1][blk] = np.where(better, code, b[1][blk])
+
+    starts = range(0, n, BLOCK)
+    workers = min(available_cores(), len(starts))
+    if workers > 1:                         # blocks are independent rows: threads (numpy lets go of the GIL)
+        with ThreadPoolExecutor(workers, thread_name_prefix="naming") as pool:
+            list(pool.map(block, starts))
+    else:
+        for lo in starts:
+            block(lo)
     scores = np.stack([best[f][0] for f in plan.fams], axis=1)       # (n, F)
     codes = np.stack([best[f][1] for f in plan.fams], axis=1)
     return scores, codes
