@@ -38,7 +38,7 @@ def source(tmp_path_factory) -> kc.Catalog:
     return cat
 
 
-def _reads(location: str, source: kc.Catalog, out: Path) -> None:
+def _reads(location: str, source: kc.Catalog, out: Path, everything: bool = False) -> None:
     """Every kind of read a user does, on the published catalog, against the source."""
     published = kc.open(location)
     models = published.models().to_pylist()
@@ -55,6 +55,12 @@ def _reads(location: str, source: kc.Catalog, out: Path) -> None:
     assert exported.row_count == 160
     printed = cli("--catalog", location, "models", "--format", "json", check=True)
     assert '"m1"' in printed.stdout and '"m2"' in printed.stdout
+    if not everything:
+        return
+    drift = published.drift("model = 'm1' AND kh = 5", "model = 'm2' AND kh = 5")
+    assert drift.to_pylist() == source.drift("model = 'm1' AND kh = 5", "model = 'm2' AND kh = 5").to_pylist()
+    published.figure("clusters", out / "clusters.png", run="e5-k", force=True)
+    assert (out / "clusters.png").stat().st_size > 0
 
 
 def test_publish_to_a_folder(source, tmp_path, monkeypatch):
@@ -166,7 +172,7 @@ def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     assert len(hub.commits) == 1
     repo = hub.repos["datasets/me/kernels"]
     assert {"README.md", "catalog.duckdb", "kernel-catalog-publish.json"} <= set(repo.files)
-    _reads(uri, source, tmp_path)
+    _reads(uri, source, tmp_path, everything=True)    # (a figure and drift: the hub case only, for time)
     assert kc.open(uri).verify().clean
     # a one-model query reads that model's file only, by ranges
     hub.requests.clear()
