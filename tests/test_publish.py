@@ -186,6 +186,9 @@ def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     # writes refused in one line; the repo unchanged
     assert_one_line_error(cli("--catalog", uri, "runs", "delete", "--run", "e5"), "read-only")
     assert len(hub.commits) == 1
+    # a revision by name: the commit made
+    commit = hub.commits[0][1]
+    assert kc.open(f"{uri}@{commit}").sql("SELECT count(*) FROM kernels")[0][0].as_py() == 760
     # the cached revision opens offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.stop()

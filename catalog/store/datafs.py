@@ -64,7 +64,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         from kernel_catalog.adapters.hub import endpoint, offline
 
         constants.HF_HUB_OFFLINE = offline()
-        hub = HfFileSystem(endpoint=endpoint(), block_size=HUB_BLOCK_SIZE, skip_instance_cache=True)
+        hub = HfFileSystem(endpoint=endpoint(), block_size=HUB_BLOCK_SIZE)   # (instances cached: pinned to a commit)
         return pafs.PyFileSystem(pafs.FSSpecHandler(hub)), uri[len("hf://"):]
     try:
         return pafs.FileSystem.from_uri(uri)
