@@ -137,16 +137,23 @@ def _minibatches(factory: BatchFactory, k: int, batch_size: int, buffer_rows: in
 @contextlib.contextmanager
 def _deterministic(threads: int | None) -> Iterator[None]:
     """Deterministic kernels (and optionally a thread count) while training, restoring the
-    caller's global settings after."""
+    caller's global settings after. Without filling new tensors with NaN, which deterministic mode
+    does by default to expose reads of uninitialised memory: it changes no result, and cost a third
+    of a small ensemble step (one fill per allocation; bench/bench_ensemble.py)."""
+    import torch.utils.deterministic as det
+
     before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill_before = det.fill_uninitialized_memory
     n_before = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = False
     if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn)
+        det.fill_uninitialized_memory = fill_before
         torch.set_num_threads(n_before)
 
 

@@ -192,7 +192,7 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
         at += out_dim * in_dim + out_dim
     with torch.no_grad():
         flat = torch.stack([torch.cat([t for layer in ls for t in (layer.weight.reshape(-1), layer.bias)])
-                            for ls in layer_lists]).to(dev).requires_grad_(True)
+                            for ls in layer_lists]).to(dev)
     m1, m2 = torch.zeros_like(flat), torch.zeros_like(flat)
     states = [_State(mb, torch.Generator().manual_seed(mb.seed)) for mb in members]
     active = list(range(len(members)))          # member index of each slot (row) of the stack
@@ -206,13 +206,23 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                disable=None if progress else True, leave=False)
     quarter = None
 
+    def leaves(flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's weight (M, out, in) and bias (M, 1, out) as leaves viewing `flat` (Adam's
+        updates of `flat` are theirs): autograd gives each its own gradient, where views taken of
+        one leaf would each cost a zero-filled gradient of the whole flat tensor."""
+        rows, out = flat.shape[0], []
+        for (out_dim, in_dim), (w_at, b_at) in zip(shapes, offsets):
+            out.append(flat[:, w_at:b_at].view(rows, out_dim, in_dim).requires_grad_(True))
+            out.append(flat[:, b_at:b_at + out_dim].view(rows, 1, out_dim).requires_grad_(True))
+        return out
+
+    params = leaves(flat)
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        h, rows = x, flat.shape[0]
-        for i, ((out_dim, in_dim), (w_at, b_at)) in enumerate(zip(shapes, offsets)):
-            weight = flat[:, w_at:b_at].view(rows, out_dim, in_dim)
-            bias = flat[:, b_at:b_at + out_dim].view(rows, 1, out_dim)
+        h = x
+        for i in range(len(shapes)):
             # the transposed view, as F.linear multiplies: per member the same products, bit for bit
-            h = torch.baddbmm(bias, h, weight.transpose(1, 2))
+            h = torch.baddbmm(params[2 * i + 1], h, params[2 * i].transpose(1, 2))
             if i not in linear_out:
                 h = act(h)
         return h
@@ -232,7 +242,8 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                 mb = states[j].member
                 np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
             xb = torch.from_numpy(buf).to(dev, non_blocking=True)
-            flat.grad = None
+            for p in params:
+                p.grad = None
             cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
             if min(sizes) == width:
                 per_member = 1.0 - cos.mean(dim=1)
@@ -250,7 +261,7 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                     lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0)))
                 step_size.append(rate / bc1)
             with torch.no_grad():
-                g = flat.grad
+                g = torch.cat([p.grad.reshape(len(active), -1) for p in params], dim=1)   # flat's layout
                 m1.lerp_(g, 1.0 - BETA1)
                 m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
                 denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
@@ -299,8 +310,9 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                 if keep:
                     keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
                     with torch.no_grad():
-                        flat = flat.index_select(0, keep_t).requires_grad_(True)
+                        flat = flat.index_select(0, keep_t)
                         m1, m2, loss_acc = m1.index_select(0, keep_t), m2.index_select(0, keep_t), loss_acc[keep_t]
+                    params = leaves(flat)
                 active = [active[slot] for slot in keep]
                 buffers.clear()
     bar.close()
