@@ -238,3 +238,19 @@ def test_a_tampered_hub_snapshot_is_refused(source, hub, tmp_path, tamper, messa
     hub.requests.clear()
     assert_one_line_error(cli("--catalog", uri, "sql", "SELECT count(*) FROM kernels"), message)
     assert not [p for m, p, _ in hub.requests if p.endswith(".parquet")]
+
+
+def test_the_card_states_the_licences_the_models_state(tmp_path):
+    from kernel_catalog.adapters.base import DepthwiseLayer, Extraction
+
+    store = Catalog(tmp_path / "catalog")
+    rng = np.random.default_rng(1)
+    for model, licence in [("a", "apache-2.0"), ("b", "cc-by-nc-4.0"), ("c", None)]:
+        meta = {"hub": {"repo": f"org/{model}", "license": licence}} if licence else {}
+        commit_extraction(store, Extraction(model, f"hf:org/{model}", True,
+                                            [DepthwiseLayer("dw", rng.normal(size=(4, 3, 3)).astype(np.float32))], meta),
+                          "arrays", "1.0")
+    kc.open(store.root).publish(tmp_path / "published")
+    card = (tmp_path / "published" / "README.md").read_text()
+    assert card.startswith('---\nlicense:\n- "apache-2.0"\n- "cc-by-nc-4.0"\n'), card[:120]
+    assert "| a | 4 | hf:org/a | arrays | yes | apache-2.0 |" in card and "| c | 4 | hf:org/c | arrays | yes | not stated |" in card
