@@ -16,7 +16,7 @@ only the sets whose bound can still win, reads orientation on a plane in closed 
 templates next to the kernel's angle) and evaluates deriv2 only in a window that a harmonic model
 of each curve bounds. The result is the full search's (same template, first best on ties; templates
 within 1e-12, as symmetric kernels give, count as tied). Naming 50k planted kernels on 2 cores:
-~2 s before at 3x3, 5x5 and 7x7 alike, now 0.3-0.6 s (bench/bench_naming.py, bench/RESULTS.md).
+3-6x faster than the bounded angle search before it (bench/bench_naming.py, bench/RESULTS.md).
 
 Ambiguity is said, not hidden: a cluster whose margin is below `AMBIGUOUS_MARGIN` (0.05) is
 named `a|b` (its best label, then the runner-up family's best label), in every place a cluster

@@ -30,7 +30,8 @@ small DoG). All families get the same shifts, so the noise-floor correction in `
 fair. Planted banks (SNR 2 / 3, 80 per class, seeds 0-1), kernel family accuracy unshifted ->
 shifted: 5x5 0.910 -> 0.933 / 0.941 -> 0.967, 7x7 0.967 -> 0.979 / 0.981 -> 0.990, 3x3 0.724 ->
 0.726 / 0.789 -> 0.806. Cost: 9x the templates (naming 50k 7x7 kernels: 2.4 -> 13 s here with
-a full search; `naming` now searches the steered sets by bounds, exactly: 2.4 s).
+a full search; `naming` finds the same best template from each set's geometry, exactly, see
+`_steered`).
 
 Readable labels are built from these columns (`label_of`): `dog-pos`, `deriv1-045`,
 `deriv2-090-neg`, `saddle-045`, `impulse-pos`, `square-neg`, `master-key-3`. Orientation in a label
