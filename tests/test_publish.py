@@ -72,6 +72,7 @@ def test_publish_to_a_folder(source, tmp_path, monkeypatch):
     assert sum(p.startswith("results/run=e5/") for p in result.uploaded) == 2      # the parent run came along
     _reads(str(dest), source, tmp_path)
     assert kc.open(dest).verify().clean
+    assert not (dest / "cache").exists()       # nearest's search matrix went to the user cache
     # sorted by layer and channel, one row group per layer: a one-layer query reads its own group
     for path in sorted(dest.glob("kernels/model=*/*.parquet")):
         meta = pq.ParquetFile(path).metadata

@@ -140,6 +140,14 @@ class Catalog:
             con.execute(f"CREATE VIEW kernels AS {kernels_view_dataset}")
 
     @property
+    def derived_root(self) -> Path:
+        """Where derived data (caches, e.g. nearest's search matrix) is kept: the catalog folder,
+        or for a published folder, which is never written, a folder of the user cache."""
+        if self.published and not self.uri:
+            return _published.cache_folder(str(self.root))
+        return self.root
+
+    @property
     def db_path(self) -> Path:
         return self.root / DB_NAME
 

@@ -43,7 +43,7 @@ def size_files(con: duckdb.DuckDBPyConnection, kh: int, kw: int) -> list[str]:
 
 def _stem(catalog: Catalog, kh: int, kw: int, paths: list[str]) -> Path:
     key = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-    return catalog.root.joinpath(*CACHE_DIR) / f"{kh}x{kw}-{key}"
+    return catalog.derived_root.joinpath(*CACHE_DIR) / f"{kh}x{kw}-{key}"
 
 
 def _read_batches(catalog: Catalog, paths: list[str], kh: int, kw: int):
