@@ -205,8 +205,10 @@ def best_steered(z: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndar
     if n == 0:
         return np.full(0, -np.inf), np.zeros(0, np.int64)
     v0, x1, x2 = z[:, :ns], z[:, ns:2 * ns], z[:, 2 * ns:]
+    if fam.planar:
+        return _best_planar(x1, x2, fam)
     w = np.sqrt(x1 * x1 + x2 * x2)
-    bound = w if fam.planar else np.abs(v0) * fam.set_ca + w * fam.set_sa      # per set (n, sets)
+    bound = np.abs(v0) * fam.set_ca + w * fam.set_sa                 # per set (n, sets)
     rows, top = np.arange(n), bound.argmax(axis=1)                    # the set with the largest bound
     zt = np.stack([v0[rows, top], x1[rows, top], x2[rows, top]], axis=1)
     g = top * fam.runs + run_bounds(zt, top, fam).argmax(axis=1)
@@ -214,26 +216,53 @@ def best_steered(z: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndar
     reach = low - _TIE - 2 * _SLACK
     r, s = np.nonzero(bound >= reach[:, None])                        # sets that can reach it
     zp = np.stack([v0[r, s], x1[r, s], x2[r, s]], axis=1)
-    if fam.planar:                                                    # the set's best is next to psi
-        val, code = _neighbours(zp, s, fam)
-        pair = np.repeat(np.arange(len(r)), 3)
-        val, code = val.reshape(-1), code.reshape(-1)
+    if fam.runs > 1:                                                  # runs of those sets that can
+        i, j = np.nonzero(run_bounds(zp, s, fam) >= reach[r, None])
+        r, g, zp = r[i], s[i] * fam.runs + j, zp[i]
     else:
-        if fam.runs > 1:                                              # runs of those sets that can
-            i, j = np.nonzero(run_bounds(zp, s, fam) >= reach[r, None])
-            r, g, zp = r[i], s[i] * fam.runs + j, zp[i]
-        else:
-            g = s
-        start, cnt = _windows(zp, g, low[r], fam)
-        pair = np.repeat(np.arange(len(r)), cnt)                      # per evaluated template: its pair
-        idx = fam.perm[start[pair] + (np.arange(len(pair)) - (np.cumsum(cnt) - cnt)[pair])]
-        val = (zp[:, 0].take(pair) * fam.nt0.take(idx) + zp[:, 1].take(pair) * fam.nt1.take(idx)
-               + zp[:, 2].take(pair) * fam.nt2.take(idx))
-        code = fam.code.take(idx)
-    per_row = np.bincount(r.take(pair), minlength=n)            # every row has >= 1 (its first value's)
+        g = s
+    start, cnt = _windows(zp, g, low[r], fam)
+    pair = np.repeat(np.arange(len(r)), cnt)                          # per evaluated template: its pair
+    idx = fam.perm[start[pair] + (np.arange(len(pair)) - (np.cumsum(cnt) - cnt)[pair])]
+    val = (zp[:, 0].take(pair) * fam.nt0.take(idx) + zp[:, 1].take(pair) * fam.nt1.take(idx)
+           + zp[:, 2].take(pair) * fam.nt2.take(idx))
+    code = fam.code.take(idx)
+    return _first_best(r.take(pair), val, code, n)
+
+
+def _first_best(row: np.ndarray, val: np.ndarray, code: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (entries grouped by row, every row present): the first template in code order within
+    _TIE of the row's best, and its value."""
+    per_row = np.bincount(row, minlength=n)
     at = np.cumsum(per_row) - per_row
     best = np.maximum.reduceat(val, at)
     close = val >= np.repeat(best, per_row) - _TIE
     first = np.minimum.reduceat(np.where(close, code, _BIG), at)
     score = np.maximum.reduceat(np.where(code == np.repeat(first, per_row), val, -np.inf), at)
+    return score, first
+
+
+def _best_planar(x1: np.ndarray, x2: np.ndarray, fam: SteeredFamily) -> tuple[np.ndarray, np.ndarray]:
+    """`best_steered` on a plane: the bound of a set is w itself, and its best template is next to
+    psi; a row whose other sets all fall below its first set's value keeps that set's answer."""
+    n = len(x1)
+    w2 = x1 * x1 + x2 * x2
+    rows, top = np.arange(n), w2.argmax(axis=1)
+    zt = np.stack([np.zeros(n), x1[rows, top], x2[rows, top]], axis=1)
+    val, code = _neighbours(zt, top, fam)                             # (n, 3)
+    reach = val.max(axis=1) - _TIE - 2 * _SLACK
+    more = w2 >= np.where(reach > 0, reach * reach, -1.0)[:, None]    # w >= reach
+    more[rows, top] = False
+    r, s = np.nonzero(more)                                           # other sets that can reach it
+    if len(r):
+        again = np.unique(r)
+        extra, extra_code = _neighbours(np.stack([np.zeros(len(r)), x1[r, s], x2[r, s]], axis=1), s, fam)
+        row = np.concatenate([np.repeat(again, 3), np.repeat(r, 3)])
+        order = np.argsort(row, kind="stable")
+        sc, fi = _first_best(np.searchsorted(again, row[order]),
+                             np.concatenate([val[again].reshape(-1), extra.reshape(-1)])[order],
+                             np.concatenate([code[again].reshape(-1), extra_code.reshape(-1)])[order], len(again))
+    score, first = _first_best(np.repeat(rows, 3), val.reshape(-1), code.reshape(-1), n)
+    if len(r):
+        score[again], first[again] = sc, fi
     return score, first
