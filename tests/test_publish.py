@@ -255,3 +255,12 @@ def test_the_card_states_the_licences_the_models_state(tmp_path):
     card = (tmp_path / "published" / "README.md").read_text()
     assert card.startswith('---\nlicense:\n- "apache-2.0"\n- "cc-by-nc-4.0"\n'), card[:120]
     assert "| a | 4 | hf:org/a | arrays | yes | apache-2.0 |" in card and "| c | 4 | hf:org/c | arrays | yes | not stated |" in card
+
+
+def test_a_hub_catalog_out_of_reach_is_one_line(source, hub, monkeypatch):
+    uri = "hf://datasets/me/never-published"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_one_line_error(cli("--catalog", uri, "models"), "not in the Hugging Face cache", "HF_HUB_OFFLINE is set")
+    assert_one_line_error(cli("--catalog", str(source.root), "publish", uri), "HF_HUB_OFFLINE is set")
+    # (a hub that cannot be reached gives "... cannot be reached" too, after huggingface_hub's own
+    # retries with backoff, ~25 s: not timed here)

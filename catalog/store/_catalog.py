@@ -260,7 +260,7 @@ class Catalog:
         user named for their own SQL)."""
         if not self.exists():
             raise CatalogError(
-                f"no catalog at {self.root}; create one with `catalog ingest SOURCE` "
+                f"no catalog at {self.location}; create one with `catalog ingest SOURCE` "
                 "or point --catalog / KERNEL_CATALOG at an existing one"
             )
         con = self._connect(read_only=True, wait=wait)

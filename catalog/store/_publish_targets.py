@@ -152,8 +152,10 @@ class HubTarget(_Target):
     def _api(self):
         from huggingface_hub import HfApi
 
-        from kernel_catalog.adapters.hub import endpoint, require_online
+        from kernel_catalog.adapters.hub import endpoint, offline, require_online
 
+        if offline():
+            raise CatalogError(f"publish {self.dest}: HF_HUB_OFFLINE is set; unset it to publish to the hub")
         require_online(self.repo, f"publish {self.dest}")
         if not sys.stderr.isatty():
             from huggingface_hub.utils import disable_progress_bars

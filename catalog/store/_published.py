@@ -144,6 +144,10 @@ def _fetch_hub(uri: str, target: Path, tag_file: Path) -> Path | None:
     try:
         path = Path(hf_hub_download(repo, SNAPSHOT_NAME, repo_type="dataset", revision=revision,
                                     cache_dir=hf_cache_dir(), endpoint=endpoint(), etag_timeout=timeout()))
+    except errors.LocalEntryNotFoundError:     # (an EntryNotFoundError too): not cached, and no hub to ask
+        why = ("HF_HUB_OFFLINE is set; unset it to fetch it" if offline() else
+               f"the hub at {endpoint()} cannot be reached; check the network (HF_ENDPOINT for a mirror)")
+        raise CatalogError(f"catalog {uri}: its snapshot is not in the Hugging Face cache {hf_cache_dir()} and {why}") from None
     except errors.EntryNotFoundError:
         return None
     except Exception as error:  # noqa: BLE001
