@@ -17,8 +17,8 @@ from kernel_catalog.ingest import commit_extraction
 from kernel_catalog.store import Catalog
 
 from .cluster_fixtures import s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
-from .hub_fixtures import empty_hub   # noqa: F401 (fixture)
 from .conftest import assert_one_line_error, run_cli_in_process as cli, snapshot
+from .hub_fixtures import empty_hub   # noqa: F401 (fixture)
 from .test_nearest import _bank
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -145,7 +145,7 @@ def test_publish_to_s3_and_open_by_uri(source, s3_env, tmp_path):
     result = source.publish(uri, where=WHERE, runs=["e5-k"])
     assert result.changed and "catalog.duckdb" in result.uploaded
     objects = s3_objects(bucket)
-    assert f"pub/kernel-catalog-publish.json" in objects and sum(o.startswith("pub/kernels/") for o in objects) == 2
+    assert "pub/kernel-catalog-publish.json" in objects and sum(o.startswith("pub/kernels/") for o in objects) == 2
     _reads(uri, source, tmp_path)
     assert kc.open(uri).verify().clean, kc.open(uri).verify().lines()
     again = source.publish(uri, where=WHERE, runs=["e5-k"])

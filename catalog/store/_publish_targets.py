@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from kernel_catalog.errors import CatalogError
-from kernel_catalog.store.publish import MANIFEST, SNAPSHOT, PublishResult
 from kernel_catalog.store._catalog import Catalog
+from kernel_catalog.store.publish import MANIFEST, SNAPSHOT, PublishResult
 
 # Written first (data), then these (what readers open), then the manifest.
 _LAST = ("README.md", ".kernel-catalog", SNAPSHOT)
@@ -88,7 +88,6 @@ class FolderTarget(_Target):
         for relative in stale:
             _checked(relative)
             (self.path / relative).unlink(missing_ok=True)
-        return None
 
 
 class StorageTarget(_Target):
@@ -137,7 +136,6 @@ class StorageTarget(_Target):
                 except FileNotFoundError:
                     pass
         self._guard(write)
-        return None
 
 
 class HubTarget(_Target):
