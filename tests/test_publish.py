@@ -190,11 +190,19 @@ def test_publish_to_the_hub_and_open_by_uri(source, hub, monkeypatch, tmp_path):
     # a revision by name: the commit made
     commit = hub.commits[0][1]
     assert kc.open(f"{uri}@{commit}").sql("SELECT count(*) FROM kernels")[0][0].as_py() == 760
+    # a smaller selection: one commit that adds the new snapshot and deletes the other model's file
+    smaller = kc.open(source.root).publish(uri, where=f"model = 'm1' AND {WHERE}")
+    assert not [p for p in smaller.uploaded if p.startswith("kernels/")]          # m1's file stands
+    assert smaller.commit == hub.commits[-1][1] and len(hub.commits) == 2
+    assert [p for p in smaller.deleted if p.startswith("kernels/")] == [p for p in repo.files_at(commit)
+                                                                        if p.startswith("kernels/model=m2/")]
+    assert not [p for p in hub.repos["datasets/me/kernels"].files if p.startswith("kernels/model=m2/")]
+    assert kc.open(uri).models().column("model").to_pylist() == ["m1"]
     # the cached revision opens offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.stop()
-    offline = kc.open(uri).models().column("model").to_pylist()
-    assert offline == ["m1", "m2"]
+    assert kc.open(uri).models().column("model").to_pylist() == ["m1"]
+    assert kc.open(f"{uri}@{commit}").models().column("model").to_pylist() == ["m1", "m2"]
 
 
 def test_a_one_layer_query_reads_its_row_groups_and_columns_only(hub, tmp_path):
