@@ -5,8 +5,8 @@ model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weig
 small selection (a batch of hundreds of kernels) a step is mostly fixed cost (Python, optimiser,
 small kernels), which M members then share; on full batches (4,096) the arithmetic dominates and
 training together saves little more than that fixed cost (bench/bench_ensemble.py, RESULTS.md:
-11 members together cost 0.30x their sum at 120 kernels each, 0.6x at 400-1,000, the bare torch
-loop's cost per row). Here M members share each optimiser step: their weights are stacked over a
+11 members together cost 0.3-0.4x their sum at 120-400 kernels a batch, 0.6-0.8x at 1,000, and run
+at the bare torch loop's cost per row). Here M members share each optimiser step: their weights are stacked over a
 leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
 every member's batch, and a hand-written Adam updates every member at once (the weights of
 all members are one flat (M, P) tensor: a handful of tensor operations a step, whatever M).
