@@ -236,12 +236,14 @@ class Catalog:
                          self.report(name))
 
     def warnings(self, run: str) -> list[str]:
-        """What to read a run's numbers with: its seed stability per size (cluster runs) and the
-        sizes whose classified % is no verdict (too few kernels in sample, an over-classified null)."""
+        """What to read a run's numbers with: its seed stability per size (cluster runs), the sizes
+        scored held out (cross-fitted) and those whose classified % is no verdict (too few kernels
+        in sample, an over-classified null)."""
         from kernel_catalog.analysis.runs import require_run
-        from kernel_catalog.report.report import seed_stability_lines, verdict_warnings
+        from kernel_catalog.report.report import held_out_lines, seed_stability_lines, verdict_warnings
 
-        return seed_stability_lines(require_run(self._store, run)) + verdict_warnings(self._store, run)
+        return (seed_stability_lines(require_run(self._store, run)) + held_out_lines(self._store, run)
+                + verdict_warnings(self._store, run))
 
     # -- CNN Filter DB's measures and kernel search ---------------------------------------------
     def drift(self, a: str | None = None, b: str | None = None, *, by: str | None = None,

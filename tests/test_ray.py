@@ -20,7 +20,7 @@ from .cluster_fixtures import ray_hub, ray_local, s3_env, s3_objects, s3_server 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 KERNEL_ROWS = "SELECT model, kernel_id, layer, channel, kh, kw, weights FROM kernels ORDER BY model, kernel_id"
-PARAMS = EmbedParams(epochs=3, null_model=False)
+PARAMS = EmbedParams(epochs=3, null_model=False, cross_fit=0)   # in sample: Ray scores in sample
 
 
 def _sources(cls_onnx):
