@@ -18,7 +18,7 @@ from kernel_catalog.analysis.analyze import analyze
 from kernel_catalog.report.figures import paper_figures
 from kernel_catalog.ingest import IngestFailure, ingest_many
 from kernel_catalog.store.query import run_query
-from kernel_catalog.report.report import report, seed_stability_lines, verdict_warnings
+from kernel_catalog.report.report import held_out_lines, report, seed_stability_lines, verdict_warnings
 from kernel_catalog.analysis.runs import run_record
 from kernel_catalog.demo.rapidocr import RAPIDOCR_MODELS, fetch_rapidocr_models
 from kernel_catalog.demo.mediapipe import fetch_mediapipe_models
@@ -78,12 +78,13 @@ def run_demo(catalog: Catalog, cache_dir: Path, echo: Callable[[str], None] = pr
              "(calibrated thresholds where the paper published none), k-means k=10, naming by templates")
         analyze(catalog, "default", ANALYSIS_RUN, ANALYSIS_WHERE, echo=echo)
     else:
-        echo(f"analysis run '{ANALYSIS_RUN}' already in the catalog (`catalog runs delete {ANALYSIS_RUN}` "
-             f"and `catalog runs delete {ANALYSIS_RUN}-ae` to redo it)")
+        echo(f"analysis run '{ANALYSIS_RUN}' already in the catalog (`catalog runs delete --run {ANALYSIS_RUN}` "
+             f"and `catalog runs delete --run {ANALYSIS_RUN}-ae` to redo it)")
     # the demo's own figures: a rerun redraws them (force)
     figures = paper_figures(catalog, ANALYSIS_RUN, figures_dir or catalog.root / "figures", force=True)
     echo("figures: " + ", ".join(str(path) for path in figures.values()))
-    for line in seed_stability_lines(run_record(catalog, ANALYSIS_RUN)) + verdict_warnings(catalog, ANALYSIS_RUN):
+    for line in (seed_stability_lines(run_record(catalog, ANALYSIS_RUN)) + held_out_lines(catalog, ANALYSIS_RUN)
+                 + verdict_warnings(catalog, ANALYSIS_RUN)):
         echo(line)
     return {
         "kernels per model and size": run_query(catalog, SUMMARY_SQL),
