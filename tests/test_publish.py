@@ -139,6 +139,20 @@ def test_a_link_out_of_a_published_folder_is_refused(source, tmp_path):
     assert_one_line_error(cli("--catalog", str(dest), "sql", "SELECT count(*) FROM kernels"), "resolves outside")
 
 
+def test_republishing_removes_nothing_through_a_link(source, tmp_path):
+    """A stale file of a previous publish is removed only inside the folder: a `kernels/` that is
+    a link to somewhere else makes the publish stop, and the files there stay."""
+    dest = tmp_path / "published"
+    source.publish(dest, where=WHERE)
+    elsewhere = tmp_path / "elsewhere"
+    (dest / "kernels").rename(elsewhere)
+    (dest / "kernels").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*"))
+    with pytest.raises(kc.CatalogError, match="outside the folder"):
+        source.publish(dest, where=f"model = 'm1' AND {WHERE}")
+    assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == before
+
+
 def test_publish_to_s3_and_open_by_uri(source, s3_env, tmp_path):
     bucket = s3_env["BUCKET"]
     uri = f"s3://{bucket}/pub"

@@ -85,9 +85,14 @@ class FolderTarget(_Target):
             final.parent.mkdir(parents=True, exist_ok=True)
             with staged_file(final) as temporary:
                 temporary.write_bytes((folder / relative).read_bytes())
+        root = self.path.resolve()
         for relative in stale:
             _checked(relative)
-            (self.path / relative).unlink(missing_ok=True)
+            target = self.path / relative
+            if root not in target.resolve().parents:   # a linked folder inside: not the published folder's file
+                raise CatalogError(f"publish {self.path}: {relative} resolves outside the folder (a link); "
+                                   "nothing more was removed")
+            target.unlink(missing_ok=True)
 
 
 class StorageTarget(_Target):
