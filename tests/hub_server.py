@@ -186,12 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
             name = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
             repo_id = name if kind == "model" else f"{kind}s/{name}"
             if repo_id in self.hub.repos:        # (the hub's 409 names the repo's url too)
-                payload = json.dumps({"error": "You already created this repo", "url": f"{self.hub.url}/{repo_id}"})
-                self.send_response(409)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                return self.wfile.write(payload.encode())
+                return self._json({"error": "You already created this repo", "url": f"{self.hub.url}/{repo_id}"},
+                                  status=409)
             self.hub.add(repo_id, {})
             return self._json({"url": f"{self.hub.url}/{repo_id}"})
         if len(parts) == 7 and parts[0] == "datasets" and parts[2].endswith(".git") and parts[3:] == ["info", "lfs", "objects", "batch"]:
@@ -273,9 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
                                "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}}
         return list(found.values())
 
-    def _json(self, data) -> None:
+    def _json(self, data, status: int = 200) -> None:
         payload = json.dumps(data).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -345,12 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"id": repo_id.removeprefix("datasets/"), "modelId": repo_id, "sha": sha, "siblings": siblings, "private": False,
                     "tags": [f"license:{repo.license}"] if repo.license else [],
                     "cardData": {"license": repo.license} if repo.license else {}}
-        payload = json.dumps(data).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self._json(data)
 
     def _file(self, path: str, data: bytes | None, body: bool, sha: str | None) -> None:
         if data is None:
