@@ -286,3 +286,19 @@ def test_a_hub_catalog_out_of_reach_is_one_line(source, hub, monkeypatch):
     assert_one_line_error(cli("--catalog", str(source.root), "publish", uri), "HF_HUB_OFFLINE is set")
     # (a hub that cannot be reached gives "... cannot be reached" too, after huggingface_hub's own
     # retries with backoff, ~25 s: not timed here)
+
+
+def test_results_of_a_run_keep_only_the_published_kernels(source, tmp_path):
+    """The run covers both models' 5x5 kernels; publishing one model publishes none of the other's
+    embeddings or labels, and publishing again with nothing changed uploads nothing."""
+    dest = tmp_path / "published"
+    source.publish(dest, where="model = 'm1'", runs=["e5-k"])
+    published = kc.open(dest)
+    m1 = "SELECT kernel_id FROM kernels WHERE model = 'm1' AND kh = 5"
+    for view in ("embeddings", "labels"):
+        ids = published.sql(f"SELECT kernel_id FROM {view} ORDER BY ALL").column(0).to_pylist()
+        assert ids == source.sql(m1 + " ORDER BY ALL").column(0).to_pylist()
+        assert source.sql(f"SELECT count(*) FROM {view} WHERE run LIKE 'e5%'")[0][0].as_py() > len(ids)
+    assert published.verify().clean
+    assert "result rows" in (dest / "README.md").read_text()
+    assert not source.publish(dest, where="model = 'm1'", runs=["e5-k"]).changed

@@ -6,7 +6,8 @@ What lands at the destination:
     kernels/model=<m>/<16 hex>-<8 hex>.parquet   the selected layers, sorted by layer, expert,
                                                  channel; one row group per layer (at most 64 k
                                                  rows), min/max statistics on the small columns
-    results/run=<r>/...                          the result files of the runs named (and parents)
+    results/run=<r>/...                          the result files of the runs named (and parents),
+                                                 their rows restricted to the published kernels
     catalog.duckdb                               the metadata of exactly that selection, at the
                                                  current schema, with recorded sizes and SHA-256
     .kernel-catalog                              its marker (a catalog id of its own)
@@ -20,6 +21,12 @@ compared with the manifest at the destination: only files whose digest changed a
 manifest goes last, and files the previous publish listed but this one does not are removed
 (never anything the manifest did not list). Publishing twice with nothing changed uploads
 nothing; on the hub it makes no commit.
+
+A run's result rows name kernels by id; a run over more than the selection would publish
+embeddings and labels of kernels the publisher left out (another lab's models, say), so each
+result table keeps only the published kernels' rows. Cluster summaries (mean kernels, counts)
+stay as the run computed them: they describe the run, and a medoid outside the selection reads
+as no medoid.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kernel_catalog.errors import CatalogError
@@ -111,7 +119,10 @@ def _stage(store: Catalog, folder: Path, dest: str, where: str | None, runs: tup
             row = _write_model(con, model, folder)
             kernel_rows.append(row)
             n_kernels += row["n_rows"]
-        result_rows = _copy_results(store, con, chosen, folder)
+        kernel_ids = con.sql("""SELECT k.kernel_id FROM kernels k JOIN _kc_pub_layers s ON s.model = k.model
+                                 AND s.layer = k.layer AND coalesce(s.expert, -1) = coalesce(k.expert, -1)"""
+                             ).to_arrow_table().column(0)
+        result_rows = _copy_results(store, con, chosen, folder, kernel_ids)
         catalog_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{store.catalog_id}|{dest}"))
         content = _write_snapshot(con, folder / SNAPSHOT, models, chosen, kernel_rows, result_rows, catalog_id)
         licences = _licences(con, models)
@@ -187,17 +198,35 @@ def _write_model(con: duckdb.DuckDBPyConnection, model: str, folder: Path) -> di
             "bytes": (folder / relative).stat().st_size, "sha256": digest}
 
 
-def _copy_results(store: Catalog, con: duckdb.DuckDBPyConnection, runs: list[str], folder: Path) -> list[dict]:
+def _copy_results(store: Catalog, con: duckdb.DuckDBPyConnection, runs: list[str], folder: Path,
+                  kernel_ids: pa.ChunkedArray) -> list[dict]:
+    """Copy the runs' result files; a Parquet table with rows of unpublished kernels is rewritten
+    with the published kernels' rows only (a file that has none of them is copied as it is)."""
     rows = con.execute("SELECT run, kind, path, n_rows FROM result_files WHERE list_contains(?, run) ORDER BY path",
                        [runs]).fetchall()
     copied = []
     for run, kind, path, n_rows in rows:
         target = folder / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.data.local_path(path), target)
+        source = store.data.local_path(path)
+        kept = _published_rows(source, kernel_ids) if path.endswith(".parquet") else None
+        if kept is None:
+            shutil.copyfile(source, target)
+        else:
+            pq.write_table(kept, target, compression="zstd")
+            n_rows = kept.num_rows
         copied.append({"run": run, "kind": kind, "path": path, "n_rows": n_rows,
                        "bytes": target.stat().st_size, "sha256": file_sha256(target)})
     return copied
+
+
+def _published_rows(path: Path, kernel_ids: pa.ChunkedArray) -> pa.Table | None:
+    """The table's rows of published kernels, or None when every row is one (copy it whole)."""
+    table = pq.read_table(path)
+    if "kernel_id" not in table.column_names:
+        return None
+    keep = pc.is_in(table.column("kernel_id"), value_set=kernel_ids.combine_chunks())
+    return None if pc.all(keep).as_py() else table.filter(keep)
 
 
 def _write_snapshot(con: duckdb.DuckDBPyConnection, path: Path, models: list[str], runs: list[str],
@@ -285,7 +314,9 @@ def _card(dest: str, models: list[tuple], runs: list[tuple], licences: list[str]
         lines.append(f"| {_cell(model)} | {n:,} | {_cell(source or '')} | {_cell(adapter)} | "
                      f"{'yes' if trained else 'no'} | {_cell(licence or 'not stated')} |")
     if runs:
-        lines += ["", "## Analysis runs", "", "| run | kind | parent | selection |", "|---|---|---|---|"]
+        lines += ["", "## Analysis runs", "", "Their result rows (embeddings, labels) are those of the kernels published "
+                  "here; cluster summaries are the run's own.", "",
+                  "| run | kind | parent | selection |", "|---|---|---|---|"]
         lines += [f"| {_cell(r)} | {k} | {_cell(p or '')} | {_cell(s or '')} |" for r, k, p, s in runs]
     lines += [
         "", "## Open it", "",
