@@ -5,15 +5,18 @@ Printed, in one run, on the same data (iid Gaussian kernels of one size, preproc
             loss over one pre-shuffled tensor, nothing else (no schedule, no batching, no records);
   alone     one member trained through the product code (`train_autoencoder`), same steps;
   ensemble  the members `embed --cross-fit 5` trains for one size (the run's own model on n kernels,
-            five fold models and five null fold models on 4n/5 each: 11) trained together
-            (`ensemble.train_ensemble`) against the sum of the same 11 trained alone;
+            five fold models on 4n/5 each, and the held-out null's one model on round(4n/5) iid
+            kernels: 7) trained together (`ensemble.train_ensemble`) against the sum of the same 7
+            trained alone (its floor);
   embed     `embed` with cross_fit=5 against cross_fit=0 (a plain embed: the run's model and the
             null's, which also train together) on a catalog of n kernels of that size.
 Each figure is the fastest of --repeats runs, the variants interleaved (a shared machine's load
 moves every variant alike). Steps: --steps for the first three (one batch an epoch: n <= 4096);
-embed uses its own auto epochs unless --embed-epochs.
+embed uses its own auto epochs unless --embed-epochs. Threads: every core by default (what `embed`
+uses), --threads N to cap.
 
-Usage: python bench/bench_ensemble.py [--size 7x7] [--n 120 400 1000] [--steps 300] [--threads 1]
+Usage: python bench/bench_ensemble.py [--size 7x7] [--n 120 400 1000 4000] [--steps 300] [--threads N]
+       [--auto] (also time the default, cross_fit=None)
 """
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ from kernel_catalog.analysis.embed import embed  # noqa: E402
 from kernel_catalog.analysis.embed.autoencoder import KernelAutoencoder, cosine_loss, train_autoencoder  # noqa: E402
 from kernel_catalog.analysis.embed.cross_fit import fold_of  # noqa: E402
 from kernel_catalog.analysis.embed.ensemble import Member, train_ensemble  # noqa: E402
-from kernel_catalog.analysis.embed.null_model import control_data  # noqa: E402
-from kernel_catalog.analysis.params import EmbedParams  # noqa: E402
+from kernel_catalog.analysis.embed.null_model import held_out_null  # noqa: E402
+from kernel_catalog.analysis.params import EmbedParams, available_cores  # noqa: E402
 from kernel_catalog.analysis.preprocess import preprocess  # noqa: E402
 from kernel_catalog.ingest import ingest  # noqa: E402
 from kernel_catalog.store import Catalog  # noqa: E402
@@ -72,19 +75,19 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def cross_fit_members(x: np.ndarray, null: np.ndarray, folds: int = 5) -> list[Member]:
-    """What `embed --cross-fit 5` trains for one size: own model, data folds, null folds."""
-    fold, null_fold = fold_of(len(x), folds), fold_of(len(null), folds)
-    return ([Member(x)] + [Member(x, np.flatnonzero(fold != f)) for f in range(folds)]
-            + [Member(null, np.flatnonzero(null_fold != f)) for f in range(folds)])
+def cross_fit_members(x: np.ndarray, null_train: np.ndarray, folds: int = 5) -> list[Member]:
+    """What `embed --cross-fit 5` trains for one size: own model, data folds, the held-out null's one model."""
+    fold = fold_of(len(x), folds)
+    return [Member(x)] + [Member(x, np.flatnonzero(fold != f)) for f in range(folds)] + [Member(null_train)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="7x7")
-    ap.add_argument("--n", type=int, nargs="+", default=[120, 400, 1000])
+    ap.add_argument("--n", type=int, nargs="+", default=[120, 400, 1000, 4000])
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=available_cores())
+    ap.add_argument("--auto", action="store_true", help="also time embed's default (cross_fit=None)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--embed-epochs", type=int, default=None, help="embed's epochs (default: its auto rule)")
     ap.add_argument("--no-embed", action="store_true")
@@ -94,13 +97,12 @@ def main() -> None:
     print(f"# bench_ensemble {date.today()} on {platform.node()}: {len(os.sched_getaffinity(0))} cores (nproc), {cpu_model()}, "
           f"torch {torch.__version__}, threads {args.threads}, load average {load:.1f} at start")
     kwargs = dict(progress=False, threads=args.threads)
-    print("| n | floor: bare loop, ms/step | alone: product code, ms/step (x floor) | 11 together, s "
-          "| 11 alone, s (sum) | together / sum | together / one alone |")
-    print("|---|---|---|---|---|---|---|")
+    print("| n | floor: bare loop, ms/step | alone: product code, ms/step (x floor) | 7 together, s "
+          "| 7 alone, s (sum) | together / sum | together / one alone | load |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.n:
         x, _ = preprocess(np.random.default_rng(1).standard_normal((n, kh * kw)).astype(np.float32))
-        null = control_data(n, kh, kw)
-        members = cross_fit_members(x, null)
+        members = cross_fit_members(x, held_out_null(n, kh, kw, 5)[0])
         train_autoencoder(x, kh, kw, epochs=10, **kwargs)               # warm-up
         best = {"floor": 1e9, "alone": 1e9, "together": 1e9, "sum": 1e9}
         for _ in range(args.repeats):
@@ -113,25 +115,27 @@ def main() -> None:
         ms = {k: 1e3 * v / args.steps for k, v in best.items()}
         print(f"| {n} | {ms['floor']:.2f} | {ms['alone']:.2f} ({ms['alone'] / ms['floor']:.1f}x) | "
               f"{best['together']:.2f} | {best['sum']:.2f} | **{best['together'] / best['sum']:.2f}** | "
-              f"{best['together'] / best['alone']:.1f}x |", flush=True)
+              f"{best['together'] / best['alone']:.1f}x | {os.getloadavg()[0]:.1f} |", flush=True)
     if args.no_embed:
         return
     print()
-    print("| n | embed, cross_fit=0, s | embed, cross_fit=5, s | cross_fit=5 / plain | default (auto) |")
-    print("|---|---|---|---|---|")
+    print("| n | embed, cross_fit=0, s | embed, cross_fit=5, s | cross_fit=5 / plain | default (auto), s | load |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:
             catalog = Catalog(Path(tmp) / f"catalog-{n}")
             path = Path(tmp) / f"iid{n}.npz"
             np.savez(path, weights=np.random.default_rng(2).standard_normal((n, kh, kw)).astype(np.float32))
             ingest(catalog, str(path))
-            best = {0: 1e9, 5: 1e9, None: 1e9}
+            best = {0: 1e9, 5: 1e9, **({None: 1e9} if args.auto else {})}
             for rep in range(args.repeats):
                 for folds in best:
                     params = EmbedParams(cross_fit=folds, threads=args.threads, epochs=args.embed_epochs, device="cpu")
                     best[folds] = min(best[folds], timed(lambda: embed(catalog, f"r{rep}-{folds}", params=params,
                                                                        progress=False)))
-            print(f"| {n} | {best[0]:.2f} | {best[5]:.2f} | **{best[5] / best[0]:.2f}** | {best[None]:.2f} |", flush=True)
+            auto = f"{best[None]:.2f}" if args.auto else "-"
+            print(f"| {n} | {best[0]:.2f} | {best[5]:.2f} | **{best[5] / best[0]:.2f}** | {auto} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

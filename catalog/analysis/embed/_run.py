@@ -4,7 +4,9 @@ Per size (and per model with `per_model`): preprocess (one pure function), train
 run's model with --from-model), encode every kernel, score small groups held out (`cross_fit`; by
 default those below MIN_VERDICT_KERNELS usable kernels, `EmbedParams.folds`), and run the same protocol on an iid
 Gaussian control of the same shape and count, at most `NULL_SAMPLE` (2 M) kernels (the null model
-every report shows; its size is `null_n` in the run's metrics). The null
+every report shows; its size is `null_n` in the run's metrics). A held-out group's null is held out
+too, without folds (its kernels are iid): one model trained on (K-1)/K of that count, scored on as
+many fresh draws as the group has kernels (`null_model.held_out_null`). The null
 also calibrates a threshold: the largest at which it is classified at most alpha of the time
 (`params.calibrated_threshold`). Each size records its fixed (paper) and calibrated thresholds,
 the classified share of the data and of the null at both, and which one it uses
@@ -25,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from kernel_catalog.analysis.embed import autoencoder as ae, cross_fit, ensemble as ens
-from kernel_catalog.analysis.embed.null_model import control_data, run_control
+from kernel_catalog.analysis.embed.null_model import control_data, held_out_null, run_control
 from kernel_catalog.analysis.embed.thresholds import POOLED, size_metrics
 from kernel_catalog.analysis.params import MIN_VERDICT_KERNELS, EmbedParams, available_cores, size_key
 from kernel_catalog.analysis.preprocess import preprocess
@@ -216,11 +218,11 @@ class _Plan:
     data: np.ndarray                    # the usable kernels, preprocessed, in the table's order
     folds: int                          # 0: scored in sample
     fold: np.ndarray | None = None
-    null_x: np.ndarray | None = None    # the null's kernels, preprocessed
-    null_fold: np.ndarray | None = None
+    null_x: np.ndarray | None = None    # the kernels the null model trains on, preprocessed
+    null_scored: np.ndarray | None = None   # held out: the fresh null kernels it is scored on
     model: ae.TrainedAutoencoder | None = None
     fold_models: list = field(default_factory=list)
-    null_models: list = field(default_factory=list)
+    null_model: ae.TrainedAutoencoder | None = None
 
 
 def _plan(part, kh: int, kw: int, name, params: EmbedParams, echo) -> _Plan:
@@ -239,15 +241,16 @@ def _plan(part, kh: int, kw: int, name, params: EmbedParams, echo) -> _Plan:
         echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
              f"{null_n} iid Gaussian kernels" + ("" if null_n == len(data) else
                                                 f" (a bounded null for {len(data)} kernels)"))
-        plan.null_x = control_data(null_n, kh, kw, params.seed, params.preprocess)
-        if folds:
-            plan.null_fold = cross_fit.fold_of(len(plan.null_x), folds, params.seed)
+        if folds:       # iid: one model on (K-1)/K of the count, scored on fresh draws
+            plan.null_x, plan.null_scored = held_out_null(null_n, kh, kw, folds, params.seed, params.preprocess)
+        else:
+            plan.null_x = control_data(null_n, kh, kw, params.seed, params.preprocess)
     return plan
 
 
 def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, progress: bool, blobs: dict) -> None:
     """Every autoencoder the plans of one size need, trained as one ensemble: each group's own
-    model, its fold models, its null's (one, or one a fold: the null is scored as the data are)."""
+    model, its fold models, its null's (one, in sample or held out: `_plan`)."""
     if not plans:
         return
     key = size_key(kh, kw)
@@ -256,14 +259,13 @@ def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, p
         label = key + ("" if plan.name is None else f" {plan.name}")
         members.append(ens.Member(plan.data, None, params.seed, label))
         slots.append(lambda m, plan=plan: setattr(plan, "model", m))
-        for x, fold, target, what in ((plan.data, plan.fold, plan.fold_models, ""),
-                                      (plan.null_x, plan.null_fold, plan.null_models, " null")):
-            if x is None:
-                continue
-            for f in range(plan.folds) if fold is not None else [None]:
-                rows = None if f is None else np.flatnonzero(fold != f)
-                members.append(ens.Member(x, rows, params.seed, label + what + ("" if f is None else f" fold {f + 1}")))
-                slots.append(target.append)
+        for f in range(plan.folds):
+            members.append(ens.Member(plan.data, np.flatnonzero(plan.fold != f), params.seed,
+                                      f"{label} fold {f + 1}"))
+            slots.append(plan.fold_models.append)
+        if plan.null_x is not None:
+            members.append(ens.Member(plan.null_x, None, params.seed, f"{label} null"))
+            slots.append(lambda m, plan=plan: setattr(plan, "null_model", m))
     kwargs = params.train_kwargs(progress, kh, kw)
     kwargs.pop("seed")
     for slot, model in zip(slots, ens.train_ensemble(members, kh, kw, desc=f"autoencoders {key}", **kwargs)):
@@ -279,7 +281,7 @@ def _finish(plan: _Plan, kh: int, kw: int, params: EmbedParams):
     """Encode a trained plan's kernels: (model, embeddings table, usable recon_cos (held out when
     cross-fitted), in-sample recon_cos when cross-fitted else None, null dissimilarities, folds).
     Cross-fitted, recon_cos (returned and stored) is each kernel's held-out score; z comes from the
-    model trained on every kernel; the null is scored by its fold models alone."""
+    model trained on every kernel; the null model scores fresh null kernels it never saw."""
     table, recon_cos = _encode_chunks(plan.model, [(plan.ids, plan.weights)], kh, kw, params)
     in_sample = None
     if plan.folds:
@@ -287,9 +289,8 @@ def _finish(plan: _Plan, kh: int, kw: int, params: EmbedParams):
         table, in_sample, recon_cos = _with_held_out(table, held_out), recon_cos, held_out.astype(np.float64)
     null_d = None
     if plan.null_x is not None:
-        rcos = (cross_fit.score_held_out(plan.null_models, plan.null_x, plan.null_fold, params.threads) if plan.folds
-                else ae.encode(plan.null_models[0], plan.null_x, threads=params.threads)[2])
-        null_d = 1.0 - rcos.astype(np.float64)
+        scored = plan.null_x if plan.null_scored is None else plan.null_scored
+        null_d = 1.0 - ae.encode(plan.null_model, scored, threads=params.threads)[2].astype(np.float64)
     return plan.model, table, recon_cos, in_sample, null_d, plan.folds
 
 
