@@ -14,6 +14,7 @@ import numpy as np
 METHODS = ("center-l2", "min-max", "none")
 DEFAULT_METHOD = "center-l2"
 DEFAULT_EPS = 1e-4
+BLOCK_ROWS = 8192      # kernels preprocessed at a time (float64 temporaries of ~3 MB at 7x7)
 
 
 def preprocess(
@@ -38,6 +39,17 @@ def preprocess(
     w = np.asarray(weights)
     if w.ndim != 2 or w.shape[1] == 0:
         raise ValueError(f"expected (N, k) kernels with k >= 1, got shape {w.shape}")
+    if len(w) <= BLOCK_ROWS:
+        return _preprocess(w, method, eps)
+    # Row by row, so in blocks: the float64 temporaries of a block stay in cache, where those of
+    # a million kernels (~400 MB each) made it ~4x slower; the same numbers either way.
+    x, usable = np.empty(w.shape, np.float32), np.empty(len(w), bool)
+    for lo in range(0, len(w), BLOCK_ROWS):
+        x[lo:lo + BLOCK_ROWS], usable[lo:lo + BLOCK_ROWS] = _preprocess(w[lo:lo + BLOCK_ROWS], method, eps)
+    return x, usable
+
+
+def _preprocess(w: np.ndarray, method: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
     # float64 for the arithmetic: float32 sums of 49-121 taps lose the last digits of the mean.
     w64 = w.astype(np.float64, copy=False)
     with np.errstate(invalid="ignore", over="ignore"):

@@ -46,11 +46,19 @@ class SizeData:
         return size_key(self.kh, self.kw)
 
 
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array, each distinct value converted once (a million kernels
+    of a few models: their names, not a million Python strings)."""
+    codes = column.combine_chunks().dictionary_encode()
+    names = np.asarray(codes.dictionary.to_pylist() + [None], dtype=object)
+    return names[codes.indices.fill_null(len(codes.dictionary)).to_numpy()]
+
+
 def _size_data(table: pa.Table, parent: RunRecord, kh: int, kw: int) -> SizeData:
     x, _ = preprocess(weight_rows(table.column("weights"), kh * kw), parent.preprocess)
     return SizeData(kh, kw, table.column("kernel_id").to_numpy(), table.column("usable").to_numpy(zero_copy_only=False),
                     table.column("recon_cos").to_numpy(zero_copy_only=False).astype(np.float32), x,
-                    np.asarray(table.column("model").to_pylist(), dtype=object),
+                    _strings(table.column("model")),
                     parent.size_metrics(size_key(kh, kw))["threshold"])
 
 

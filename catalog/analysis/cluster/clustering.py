@@ -200,11 +200,10 @@ def summarise(features: np.ndarray, raw: np.ndarray, centres: np.ndarray, k: int
     if len(src) != len(x):
         raise ValueError(f"kernels has {len(src)} rows, features {len(x)}")
     means = np.zeros((k, src.shape[1]), dtype=np.float64)
-    sorted_rows = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[sorted_rows], np.arange(k))
     nonempty = sizes > 0
-    sums = np.add.reduceat(src[sorted_rows].astype(np.float64), starts[nonempty], axis=0)
-    means[nonempty] = sums / sizes[nonempty, None]
+    # float64 sums per cluster, one column at a time (as `_blocks.block_stats` adds a block up)
+    sums = np.stack([np.bincount(labels, weights=src[:, j], minlength=k) for j in range(src.shape[1])], axis=1)
+    means[nonempty] = sums[nonempty] / sizes[nonempty, None]
     return ClusterResult(labels, centres, float(d2.sum()), sizes.astype(np.int64),
                          means.astype(np.float32), medoids, method)
 

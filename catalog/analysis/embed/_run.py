@@ -183,7 +183,10 @@ def _embed_sizes(selection, run, where, params, from_model, parent, reused, prog
             else:
                 results[name] = _embed_alone(selection, part, kh, kw, name, params, reused.get(key, {}), blobs,
                                              progress, encode if rows is None else None, run, from_model, echo)
-        _train_together(plans, kh, kw, params, progress, blobs)
+        if plans:
+            trained = _train_together(plans, kh, kw, params, progress, blobs)
+            echo(f"{key}: {len(trained)} autoencoder{'s' * (len(trained) > 1)} trained"
+                 + (" together" if len(trained) > 1 else "") + f" ({max(m.config['steps'] for m in trained)} steps)")
         for plan in plans:
             results[plan.name] = _finish(plan, kh, kw, params)
         per_group = {}
@@ -216,6 +219,8 @@ class _Plan:
     ids: np.ndarray
     weights: np.ndarray
     data: np.ndarray                    # the usable kernels, preprocessed, in the table's order
+    x: np.ndarray                       # every kernel preprocessed (unusable ones zero), and which are usable:
+    usable: np.ndarray                  # what encoding them needs, preprocessed once
     folds: int                          # 0: scored in sample
     fold: np.ndarray | None = None
     null_x: np.ndarray | None = None    # the kernels the null model trains on, preprocessed
@@ -235,7 +240,8 @@ def _plan(part, kh: int, kw: int, name, params: EmbedParams, echo) -> _Plan:
     if folds and len(data) < 2 * folds:     # before any training
         raise _too_few_for_folds(f"{key}{'' if name is None else f' of model {name}'} has only "
                                  f"{len(data)} usable", folds)
-    plan = _Plan(name, ids, weights, data, folds, fold=cross_fit.fold_of(len(data), folds, params.seed) if folds else None)
+    plan = _Plan(name, ids, weights, data, x, usable, folds,
+                 fold=cross_fit.fold_of(len(data), folds, params.seed) if folds else None)
     if params.null_model and len(data):
         null_n = min(len(data), NULL_SAMPLE)
         echo(f"{key}{'' if name is None else ' ' + name}: null model: the same protocol on "
@@ -248,11 +254,12 @@ def _plan(part, kh: int, kw: int, name, params: EmbedParams, echo) -> _Plan:
     return plan
 
 
-def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, progress: bool, blobs: dict) -> None:
+def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, progress: bool,
+                    blobs: dict) -> list[ae.TrainedAutoencoder]:
     """Every autoencoder the plans of one size need, trained as one ensemble: each group's own
     model, its fold models, its null's (one, in sample or held out: `_plan`)."""
     if not plans:
-        return
+        return []
     key = size_key(kh, kw)
     members, slots = [], []
     for plan in plans:
@@ -268,13 +275,15 @@ def _train_together(plans: list[_Plan], kh: int, kw: int, params: EmbedParams, p
             slots.append(lambda m, plan=plan: setattr(plan, "null_model", m))
     kwargs = params.train_kwargs(progress, kh, kw)
     kwargs.pop("seed")
-    for slot, model in zip(slots, ens.train_ensemble(members, kh, kw, desc=f"autoencoders {key}", **kwargs)):
+    trained = ens.train_ensemble(members, kh, kw, desc=f"autoencoders {key}", **kwargs)
+    for slot, model in zip(slots, trained):
         slot(model)
     for plan in plans:
         if plan.name is not None:
             plan.model.config["model"] = plan.name
         blobs[f"autoencoder:{key}" + ("" if plan.name is None else f":{plan.name}")] = \
             lambda path, m=plan.model: ae.save(m, path)
+    return trained
 
 
 def _finish(plan: _Plan, kh: int, kw: int, params: EmbedParams):
@@ -282,7 +291,8 @@ def _finish(plan: _Plan, kh: int, kw: int, params: EmbedParams):
     cross-fitted), in-sample recon_cos when cross-fitted else None, null dissimilarities, folds).
     Cross-fitted, recon_cos (returned and stored) is each kernel's held-out score; z comes from the
     model trained on every kernel; the null model scores fresh null kernels it never saw."""
-    table, recon_cos = _encode_chunks(plan.model, [(plan.ids, plan.weights)], kh, kw, params)
+    table, recon_cos = _encode_chunks(plan.model, [(plan.ids, plan.weights)], kh, kw, params,
+                                      prepared=(plan.x, plan.usable))
     in_sample = None
     if plan.folds:
         held_out = cross_fit.score_held_out(plan.fold_models, plan.data, plan.fold, params.threads)
@@ -345,12 +355,13 @@ def _with_held_out(table: pa.Table, held_out: np.ndarray) -> pa.Table:
     return table.set_column(index, table.schema.field(index), pa.array(column, mask=~usable))
 
 
-def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams) -> tuple[pa.Table, np.ndarray]:
+def _encode_chunks(model, chunks, kh: int, kw: int, params: EmbedParams,
+                   prepared: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pa.Table, np.ndarray]:
     """Embed every kernel (usable or not) of one size; unusable rows get NULL z. Also returns the
-    usable kernels' recon_cos."""
+    usable kernels' recon_cos. prepared: one chunk's `preprocess` output, when the caller has it."""
     parts, kept = [], []
     for ids, weights in chunks:
-        x, usable = preprocess(weights, params.preprocess)
+        x, usable = prepared if prepared is not None else preprocess(weights, params.preprocess)
         z, _, recon_cos = ae.encode(model, x, threads=params.threads)
         recon_cos = np.where(usable, recon_cos, np.nan).astype(np.float32)
         d = z.shape[1]
