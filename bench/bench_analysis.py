@@ -91,7 +91,8 @@ def throughput(n: int = 262_144, epochs: int = 4, encode_n: int = 1_048_576) -> 
               flush=True)
 
 
-def end_to_end(total: int, device: str = "auto", keep: str | None = None, target: float = 60.0) -> None:
+def end_to_end(total: int, device: str = "auto", keep: str | None = None, target: float = 60.0,
+               floor: bool = False) -> None:
     """Ingest the planted bank (into `keep` when given, reused by later runs: ingest is not part
     of the analysis), then time `analyze --preset default`, each step's start printed."""
     import os
@@ -126,6 +127,17 @@ def end_to_end(total: int, device: str = "auto", keep: str | None = None, target
         table = report(catalog, run, "model")
         row = table.to_pylist()[0]
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if floor:   # the training's floor: a bare torch loop, one model, as many steps of the same batch
+            from kernel_catalog.analysis.embed._run import load_run_models
+
+            model = load_run_models(catalog, f"{run}-ae")["7x7"][None]
+            steps, batch = model.config["steps"], model.config["batch_size"]
+            x, _ = preprocess(np.random.default_rng(0).standard_normal((8 * batch, 49)).astype(np.float32))
+            torch.set_num_threads(available_cores())
+            rate = bare_loop(x, steps // 8, batch, "cpu")
+            one = steps * batch / rate
+            print(f"floor: a bare torch loop trains one model {steps} steps of {batch} in {one:.1f} s; the run trains "
+                  f"2 (its model and the null's): floor {2 * one:.1f} s for training", flush=True)
         print(f"analyze --preset default on {total:,} kernels: {seconds:.1f} s (target <= {target:.0f} s: "
               f"{'met' if seconds <= target else 'MISSED'}); e.g. {row['model']}: classified {row['classified_pct']} % "
               f"vs null {row['null_classified_pct']} %; peak RSS {peak:.2f} GiB; load average {os.getloadavg()[0]:.2f} "
@@ -142,11 +154,12 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--device", default="auto", help="end to end: auto (CUDA when torch sees one) | cpu | cuda")
     parser.add_argument("--keep", metavar="DIR", help="end to end: ingest into DIR once and reuse it in later runs")
+    parser.add_argument("--floor", action="store_true", help="end to end: also time the training's floor (a bare loop)")
     args = parser.parse_args()
     if not args.skip_throughput:
         throughput()
     if not args.skip_e2e:
-        end_to_end(args.kernels, args.device, args.keep)
+        end_to_end(args.kernels, args.device, args.keep, floor=args.floor)
 
 
 if __name__ == "__main__":

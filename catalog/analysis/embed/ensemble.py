@@ -1,12 +1,12 @@
 """Many autoencoders of one kernel size trained together: one batched model over a member dimension.
 
 A run trains several autoencoders per size: the run's own, one per cross-fit fold, the null
-model's (or its folds), one set per model with `per_model`. Each is a ~10 k-weight MLP; on a
+model's, one set per model with `per_model`. Each is a ~10 k-weight MLP; on a
 small selection (a batch of hundreds of kernels) a step is mostly fixed cost (Python, optimiser,
 small kernels), which M members then share; on full batches (4,096) the arithmetic dominates and
 training together saves little more than that fixed cost (bench/bench_ensemble.py, RESULTS.md:
-11 members together cost 0.3-0.4x their sum at 120-400 kernels a batch, 0.6-0.8x at 1,000, and run
-at the bare torch loop's cost per row). Here M members share each optimiser step: their weights are stacked over a
+the 7 members of a 5-fold cross-fit together cost 0.23-0.34x their sum at 120-400 kernels a batch,
+0.47x at 1,000, 0.60x at 4,000, on 2 threads). Here M members share each optimiser step: their weights are stacked over a
 leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
 every member's batch, and a hand-written Adam updates every member at once (the weights of
 all members are one flat (M, P) tensor: a handful of tensor operations a step, whatever M).
