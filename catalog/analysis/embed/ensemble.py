@@ -199,6 +199,7 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
     finished: dict[int, torch.Tensor] = {}
     loss_acc = torch.zeros(len(members), dtype=torch.float64, device=dev)   # by slot
     buffers: dict[int, np.ndarray] = {}
+    row_weights: dict[tuple, torch.Tensor] = {}     # padded steps: each member's row weights
     global_step = 0
     from tqdm.auto import tqdm
 
@@ -248,7 +249,13 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
             if min(sizes) == width:
                 per_member = 1.0 - cos.mean(dim=1)
             else:       # each member's mean over its own rows (as alone): padded rows get zero gradient
-                per_member = 1.0 - torch.stack([cos[slot, :size].mean() for slot, size in enumerate(sizes)])
+                key = (width, tuple(sizes))
+                weights = row_weights.get(key)
+                if weights is None:     # 1/size on a member's rows, 0 on its padding: mean's gradient
+                    weights = row_weights[key] = torch.zeros(len(sizes), width, device=dev)
+                    for slot, size in enumerate(sizes):
+                        weights[slot, :size] = 1.0 / size
+                per_member = 1.0 - (cos * weights).sum(dim=1)
             per_member.sum().backward()
             # Adam (torch.optim.Adam's single-tensor update, element by element the same), each
             # member at its own learning rate (its own cosine schedule)
@@ -315,6 +322,7 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                     params = leaves(flat)
                 active = [active[slot] for slot in keep]
                 buffers.clear()
+                row_weights.clear()
     bar.close()
     out = []
     for j, (mb, module) in enumerate(zip(members, modules)):
