@@ -5,8 +5,8 @@ model's, one set per model with `per_model`. Each is a ~10 k-weight MLP; on a
 small selection (a batch of hundreds of kernels) a step is mostly fixed cost (Python, optimiser,
 small kernels), which M members then share; on full batches (4,096) the arithmetic dominates and
 training together saves little more than that fixed cost (bench/bench_ensemble.py, RESULTS.md:
-the 7 members of a 5-fold cross-fit together cost 0.23-0.34x their sum at 120-400 kernels a batch,
-0.47x at 1,000, 0.60x at 4,000, on 2 threads). Here M members share each optimiser step: their weights are stacked over a
+the 7 members of a 5-fold cross-fit together cost 0.21-0.34x their sum at 120-400 kernels a batch,
+0.5-0.9x at 1,000-4,000, on 2 threads). Here M members share each optimiser step: their weights are stacked over a
 leading member dimension (Linear weights as (M, out, in)), one `torch.baddbmm` per layer runs
 every member's batch, and a hand-written Adam updates every member at once (the weights of
 all members are one flat (M, P) tensor: a handful of tensor operations a step, whatever M).
@@ -17,7 +17,7 @@ count, its own auto-epoch decision and cosine schedule, and stops when its own e
 (it is then taken out of the stack). Batches are exactly those `autoencoder.train_autoencoder`
 draws for the same rows and seed (same permutations, same cuts); members whose batch is shorter
 in a step are padded, and their loss is the mean over their own rows (zero gradient for the
-padding). The batched products per member are the lone trainer's bit for bit (weights kept as
+padding: each member's rows weighted 1/size, its padding 0, in one product). The batched products per member are the lone trainer's bit for bit (weights kept as
 nn.Linear's (out, in), multiplied through the transposed view as F.linear does) and Adam is
 torch.optim.Adam's single-tensor update: on CPU, members whose batches are never padded come out
 identical to the member trained alone; a padded step sums the weight gradient over a longer batch
