@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel_catalog.analysis.naming._closed import ClosedPlan, scores as closed_scores
 from kernel_catalog.analysis.naming._steered import BLOCK, SteeredFamily, best_steered
-from kernel_catalog.analysis.naming.templates import (ORIENTATION_BUCKET, UNMATCHED, TemplateBank, label_of,
-                                                     unit_rows)
+from kernel_catalog.analysis.naming.templates import ORIENTATION_BUCKET, UNMATCHED, TemplateBank, label_of
 from kernel_catalog.analysis.params import DEFAULT_NAME_THRESHOLD, available_cores
 
 AMBIGUOUS_MARGIN = 0.05
@@ -73,7 +73,7 @@ class Matches:
 def match(kernels: np.ndarray, bank: TemplateBank, chunk: int = 16384) -> Matches:
     """Best match per row of `kernels` (N, kh*kw); rows are centred and normalised here.
     All-zero rows get score 0."""
-    k = np.asarray(kernels, dtype=np.float64)
+    k = np.asarray(kernels)
     if k.ndim != 2 or k.shape[1] != bank.kh * bank.kw:
         raise ValueError(f"kernels of shape {k.shape} do not fit {bank.kh}x{bank.kw} templates")
     plan = _plan(bank)
@@ -95,7 +95,7 @@ def noise_floor(bank: TemplateBank) -> np.ndarray:
     plan = _plan(bank)
     if plan.floor is None:
         noise = np.random.default_rng(20241).standard_normal((NOISE_SAMPLE, bank.kh * bank.kw))
-        scores = _family_scores(unit_rows(noise)[0], plan)[0]
+        scores = _fast_scores(noise, plan)[0]
         plan.floor = (np.clip(scores, 0.0, None) ** 2).mean(axis=0)
     return plan.floor.copy()
 
@@ -137,6 +137,8 @@ class _Plan:
         self.frame_at = np.cumsum([0] + [f.shape[1] for f in frames])
         fixed = [bank.matrix[cols].T.astype(np.float64) for cols in self.fixed_cols.values()]
         self.columns = np.concatenate(fixed + [self.frame], axis=1)   # (k, fixed rows by family, then frames)
+        self.closed = ClosedPlan([(f, m, cols) for (f, cols), m in zip(self.fixed_cols.items(), fixed)],
+                                 self.steered_fams)
         self.floor = None
         self._labels = self._names = None
 
@@ -182,9 +184,51 @@ def _plan(bank: TemplateBank) -> _Plan:
     return plan
 
 
+def _in_blocks(n: int, block) -> None:
+    """block(lo) for every block of rows, on a thread pool when there are cores for it."""
+    starts = range(0, n, BLOCK)
+    workers = min(available_cores(), len(starts))
+    if workers > 1:                         # blocks are independent rows: threads (numpy lets go of the GIL)
+        with ThreadPoolExecutor(workers, thread_name_prefix="naming") as pool:
+            list(pool.map(block, starts))
+    else:
+        for lo in starts:
+            block(lo)
+
+
+def _fast_scores(rows: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of `rows` (raw kernels: centred and normalised here, in float32, block by block) and
+    family (in `plan.fams` order): the best cosine and the code of its template, by one float32
+    product per block and orientation in closed form (`_closed`; what `match` uses); and whether
+    the row is not constant."""
+    n, nf = len(rows), len(plan.fams)
+    scores, codes = np.full((nf, n), -np.inf), np.zeros((nf, n), np.int64)   # a family's row contiguous
+    live = np.zeros(n, bool)
+    at = {f: j for j, f in enumerate(plan.fams)}
+    cols = plan.closed.columns
+
+    def block(lo: int) -> None:
+        r = rows[lo:lo + BLOCK]
+        u = (r - r.mean(axis=1, keepdims=True)).astype(np.float32)      # centred in the input's precision
+        norm = np.sqrt(np.einsum("ij,ij->i", u, u))
+        u /= np.where(norm > 0, norm, 1.0)[:, None]
+        blk = slice(lo, lo + len(u))
+        live[blk] = norm > 0
+        prod = u @ cols
+        for part in plan.closed.parts:                                # a family's fixed rows come first
+            sc, code = closed_scores(prod, part)
+            s, c = scores[at[part[0]], blk], codes[at[part[0]], blk]
+            better = sc > s
+            s[better], c[better] = sc[better], code[better]
+
+    _in_blocks(n, block)
+    return scores.T, codes.T, live
+
+
 def _family_scores(unit: np.ndarray, plan: _Plan):
     """Per row and family (in `plan.fams` order): the best cosine and the code of its template
-    (an index into the plan's name tables); the full search's first best on ties."""
+    (an index into the plan's name tables); the full search's first best on ties. The exact
+    reference of `_fast_scores` (tests, bench)."""
     n = len(unit)
     best = {f: (np.full(n, -np.inf), np.zeros(n, np.int64)) for f in plan.fams}
     fixed_at = np.cumsum([0] + [len(c) for c in plan.fixed_cols.values()])
@@ -204,24 +248,16 @@ def _family_scores(unit: np.ndarray, plan: _Plan):
             b[0][blk] = np.where(better, sc, b[0][blk])
             b[1][blk] = np.where(better, code, b[1][blk])
 
-    starts = range(0, n, BLOCK)
-    workers = min(available_cores(), len(starts))
-    if workers > 1:                         # blocks are independent rows: threads (numpy lets go of the GIL)
-        with ThreadPoolExecutor(workers, thread_name_prefix="naming") as pool:
-            list(pool.map(block, starts))
-    else:
-        for lo in starts:
-            block(lo)
+    _in_blocks(n, block)
     scores = np.stack([best[f][0] for f in plan.fams], axis=1)       # (n, F)
     codes = np.stack([best[f][1] for f in plan.fams], axis=1)
     return scores, codes
 
 
 def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray) -> Matches:
-    unit, _ = unit_rows(k)
-    n = len(unit)
+    n = len(k)
     fams = plan.fams
-    scores, codes = _family_scores(unit, plan)
+    scores, codes, live = _fast_scores(k, plan)
     # The family is the one that explains most of the kernel beyond its noise floor:
     # evidence = (cos^2 - floor) / (1 - floor); its square root is the "adjusted cosine".
     # A family that explains no more than noise counts 0 in the margin (so margins stay in [0, 1]).
@@ -237,7 +273,7 @@ def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray) -> Matches:
         runner = plan.label(codes[rows, second])
     else:
         margin, runner = np.full(n, np.nan, np.float32), np.full(n, None, object)
-    score = np.where(np.linalg.norm(unit, axis=1) > 0, scores[rows, top], 0.0).astype(np.float32)
+    score = np.where(live, scores[rows, top], 0.0).astype(np.float32)
     return Matches(np.asarray(fams, dtype=object)[top], plan.polarity[win], plan.orientation[win].copy(),
                    plan.scale[win].copy(), plan.template(win), score, margin, runner)
 

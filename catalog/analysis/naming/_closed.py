@@ -1,0 +1,134 @@
+"""Naming's fast path (issue 20, point 1): every family's best template per kernel from one float32
+product per block, orientation in closed form, no search.
+
+One product of a block of unit kernels with `columns` gives
+  - every fixed template's cosine (and every template of a steered family with few of them: bands);
+  - on a plane (deriv1, saddle) each set's frame coordinates (x1, x2): the set's best cosine is
+    w = |x| up to the angle step (cos 0.5 deg), so the set with the largest w holds the family's
+    best, and of its templates the best is next to psi = atan2(x2, x1) (`_steered._neighbours`);
+  - on a curve (deriv2) each set's frame coordinates z and, per polarity run, the run's harmonic
+    model (`_steered._harmonics`) read at z: its constant c and first harmonic a. A run's best
+    cosine is c + |a| up to its higher harmonics (small but for kernels near the pole, where every
+    orientation fits about as well), so the run with the largest c + |a| is taken and its templates
+    next to the peak of a (angle of a) are evaluated exactly.
+What this drops against the exact search (`_steered.best_steered`, kept as the reference): another
+set a hair better than the chosen one (by at most the angle step's cos on a plane), and near the
+deriv2 pole an orientation a few degrees off the best with a cosine within ~1e-3 of it. Names,
+polarities and orientations agree with the exact search on >= 99 % of planted kernels and the
+validation bench moves by < 0.5 points (bench/RESULTS.md, tests/test_naming_speed.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernel_catalog.analysis.naming._steered import SteeredFamily, best_steered
+
+FULL = 64          # a steered family with at most this many templates is evaluated template by template
+NEAR = 3           # templates evaluated on each side of the closed-form angle on a curve
+TOP = 2            # runs of a curve evaluated per kernel (the highest by their model)
+
+
+class ClosedPlan:
+    """The product's columns for a plan's families and, per family, how to read its slice."""
+
+    def __init__(self, fixed: list[tuple[str, np.ndarray, np.ndarray]], steered: dict[str, SteeredFamily]):
+        cols, self.parts = [], []       # parts: (family, kind, start, stop, data)
+        at = 0
+
+        def add(block: np.ndarray) -> tuple[int, int]:
+            nonlocal at
+            cols.append(block)
+            at += block.shape[1]
+            return at - block.shape[1], at
+
+        for f, mat, codes in fixed:                                   # mat (k, T), codes (T,)
+            self.parts.append((f, "fixed", *add(mat), codes))
+        for f, fam in steered.items():
+            ns = len(fam.sets)
+            fr = fam.frame.reshape(-1, 3, ns)                         # (k, 3, sets)
+            if len(fam.nt) <= FULL:                                    # few templates: every one a column
+                self.parts.append((f, "fixed", *add(_unit_templates(fam)), fam.code))
+            elif fam.planar:
+                self.parts.append((f, "planar", *add(fr[:, 1:].reshape(len(fr), -1)), fam))
+            elif (inv := _antipodal_models(fam)) is not None:
+                g = np.arange(ns) * 2                                  # each set's first run
+                model = np.concatenate([fam.centre[g][:, None], fam.first[g]], axis=1)   # (sets, 3, 3)
+                cols3 = np.einsum("kjs,sij->kis", fr, model).reshape(len(fr), -1)      # c, a1, a2 per set
+                self.parts.append((f, "curve", *add(cols3), (fam, inv)))
+            else:                                                      # any other curve: the exact search
+                self.parts.append((f, "exact", *add(fr.reshape(len(fr), -1)), fam))
+        k = cols[0].shape[0] if cols else 0
+        self.columns = np.ascontiguousarray(np.concatenate(cols, axis=1) if cols else np.zeros((k, 0)), np.float32)
+
+
+def _unit_templates(fam: SteeredFamily) -> np.ndarray:
+    """(k, T) every unit template of the family, in code order (the frames times nt)."""
+    ns = len(fam.sets)
+    fr = fam.frame.reshape(-1, 3, ns)
+    set_of_template = np.repeat(fam.set_of, fam.size)
+    return np.einsum("kjt,tj->kt", fr[:, :, set_of_template], fam.nt)
+
+
+def scores(prod: np.ndarray, part: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Best cosine (float64) and template code per row of one family's part of the product."""
+    f, kind, lo, hi, data = part
+    p = prod[:, lo:hi]
+    rows = np.arange(len(p))
+    if kind == "fixed":
+        i = p.argmax(axis=1)
+        return p[rows, i].astype(np.float64), data[i]
+    if kind == "planar":
+        fam = data
+        ns = len(fam.sets)
+        x1, x2 = p[:, :ns], p[:, ns:]
+        top = (x1 * x1 + x2 * x2).argmax(axis=1)
+        a1, a2 = x1[rows, top], x2[rows, top]
+        return _nearest(np.arctan2(a2, a1), np.stack([np.zeros_like(a1), a1, a2], axis=1), top, fam, 1)
+    if kind == "exact":
+        return best_steered(p.astype(np.float64), data)
+    fam, inv = data
+    ns = len(fam.sets)
+    c, a1, a2 = p[:, :ns], p[:, ns:2 * ns], p[:, 2 * ns:]
+    est = np.abs(c) + np.sqrt(a1 * a1 + a2 * a2)                     # a run's peak by its model, up to the
+    best = None                                                       # higher harmonics: the TOP best runs
+    for _ in range(TOP):
+        top = est.argmax(axis=1)
+        est[rows, top] = -np.inf
+        m = np.stack([c[rows, top], a1[rows, top], a2[rows, top]], axis=1).astype(np.float64)
+        neg = m[:, 0] < 0                                             # the second run is the first's negative
+        zt = np.einsum("pij,pj->pi", inv[top], m)                     # the kernel in the set's frame
+        val, code = _nearest(np.arctan2(m[:, 2], m[:, 1]), zt, 2 * top + neg, fam, NEAR)
+        if best is None:
+            best = val, code
+        else:
+            better = val > best[0]
+            best = np.where(better, val, best[0]), np.where(better, code, best[1])
+    return best
+
+
+def _antipodal_models(fam: SteeredFamily) -> np.ndarray | None:
+    """Per set, the inverse of its first run's model rows (centre, first harmonic), when every set
+    has two runs, the second the first's negative (deriv2's polarities: its centre negated, its first
+    harmonic the same, as its azimuths are turned by pi), and the rows are a basis of the frame."""
+    if fam.runs != 2:
+        return None
+    g = np.arange(len(fam.sets)) * 2
+    model = np.concatenate([fam.centre[g][:, None], fam.first[g]], axis=1)         # (sets, 3, 3)
+    other = np.concatenate([-fam.centre[g + 1][:, None], fam.first[g + 1]], axis=1)
+    if not np.allclose(other, model, atol=1e-9) or (np.abs(np.linalg.det(model)) < 1e-6).any():
+        return None
+    return np.linalg.inv(model)
+
+
+def _nearest(psi: np.ndarray, zt: np.ndarray, g: np.ndarray, fam: SteeredFamily,
+             near: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best of subset g's templates within `near` places of angle psi in phi order, evaluated
+    exactly at frame coordinates zt (P, 3): (value float64, code)."""
+    x = fam.phi0[g] + np.mod(psi - fam.phi0[g], 2 * np.pi)
+    j = fam.find(g, x, "left")
+    lo, hi = fam.key_at[g], fam.key_at[g] + 2 * fam.size[g] - 1
+    idx = fam.perm[np.clip(j[:, None] + np.arange(-near, near + 1), lo[:, None], hi[:, None])]
+    val = np.einsum("pj,pcj->pc", zt.astype(np.float64), fam.nt[idx])
+    i = val.argmax(axis=1)
+    rows = np.arange(len(val))
+    return val[rows, i], fam.code[idx[rows, i]]
