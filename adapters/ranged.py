@@ -2,7 +2,8 @@
 
 A safetensors file is 8 bytes (little-endian u64: the header's length N), N bytes of JSON (tensor
 name -> dtype, shape, data_offsets relative to the end of the header), then the tensors' bytes.
-Opening a `RemoteSafetensors` costs two Range requests (the length, then the header); `fetch(names)`
+Opening a `RemoteSafetensors` costs one Range request for the first FIRST_READ bytes (the length and
+the header; a second request only for a header longer than that); `fetch(names)`
 then asks only for those tensors' bytes, nearby spans coalesced (gaps up to COALESCE_GAP read
 through), WORKERS requests in flight. huggingface_hub's HTTP session does the transfer, so its
 settings apply (the client factory: proxies, certificates; HF_TOKEN in the headers the caller
@@ -42,7 +43,8 @@ FORCE_ENV = "KERNEL_CATALOG_FULL_DOWNLOAD"   # "1": every ingest downloads whole
 SUFFIXES = (".safetensors",)
 COALESCE_GAP = 64 << 10         # read through a gap this small rather than open another request
 MAX_REQUEST = 16 << 20          # split longer spans: parallel requests, a retry repeats less
-WORKERS = 4
+FIRST_READ = 64 << 10           # the first request: the header's length and, mostly, the header
+WORKERS = 8
 RETRIES = 5
 MAX_HEADER = 100_000_000        # the safetensors library's own limit
 _TRUE = {"1", "on", "yes", "true"}
@@ -105,14 +107,19 @@ class RemoteSafetensors:
         self._lock = threading.Lock()
         self._data: dict[str, bytes] = {}
         self._bar: Any = None
-        length = struct.unpack("<Q", self._transfer(0, 8))[0]
+        head = self._transfer(0, FIRST_READ)      # the length and (mostly) the whole header at once
         assert self.size is not None
+        if len(head) < 8:
+            raise CatalogError(f"{where}: shorter than the 8 bytes a safetensors file starts with; {AGAIN}")
+        length = struct.unpack("<Q", head[:8])[0]
         if length > MAX_HEADER or 8 + length > self.size:
             raise CatalogError(f"{where}: its header claims {length} bytes, beyond the {self.size} bytes of the file"
                                f" (or the {MAX_HEADER} a header may have); {AGAIN}")
         self.data_start = 8 + length
-        self.tensors, self.metadata = parse_header(self._transfer(8, self.data_start), self.size - self.data_start,
-                                                   self.data_start, where)
+        raw = head[8:self.data_start]
+        if self.data_start > len(head):           # a longer header: its rest in a second request
+            raw += self._transfer(len(head), self.data_start)
+        self.tensors, self.metadata = parse_header(raw, self.size - self.data_start, self.data_start, where)
 
     def fetch(self, names: Iterable[str]) -> None:
         """Fetch the bytes of these tensors (those not fetched yet): coalesced spans, in parallel."""
@@ -184,6 +191,7 @@ class RemoteSafetensors:
                 with get_session().stream("GET", self.url, headers={**self._headers, "Range": f"bytes={at}-{stop - 1}"},
                                           timeout=self.timeout) as response:
                     last = self._check(response, at, stop)
+                    stop = min(stop, self.size)     # the first read may ask beyond the end of a short file
                     for chunk in response.iter_bytes():
                         if at + len(got) - before + len(chunk) > last + 1:
                             raise CatalogError(f"{self.where}: the server sent more bytes than the range it"

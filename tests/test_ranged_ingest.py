@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save as save_bytes
 
 from kernel_catalog.adapters.base import IngestOptions
+from kernel_catalog.adapters.ranged import FIRST_READ
 from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import ingest
 from kernel_catalog.store import Catalog
@@ -60,10 +61,12 @@ def test_timm_release_is_read_by_ranges_bit_exact(ranged_hub, release, tmp_path)
     result = ingest(Catalog(tmp_path / "ranged"), CUT_MODEL)
     assert result.action == "added" and result.n_kernels > 0
     served = ranged_hub.served_bytes("model.safetensors")
-    # the length, the header, then the depthwise tensors only: a small part of the file
+    # the length and the header in one request, then the depthwise tensors only: a small part of the file
     assert 0 < served < 0.1 * len(release.data)
     gets = ranged_hub.downloads()
-    assert gets[0][1] == "bytes=0-7" and gets[1][1].startswith("bytes=8-")
+    assert gets[0][1] == f"bytes=0-{FIRST_READ - 1}"
+    data_start = 8 + struct.unpack("<Q", release.data[:8])[0]
+    assert data_start <= FIRST_READ and all(int(r[6:].split("-")[0]) >= data_start for _, r in gets[1:])
     assert all(path == f"/{release.repo}/resolve/{repo.sha}/model.safetensors" for path, _ in gets)   # pinned
     hub_meta = _model(tmp_path / "ranged", CUT_MODEL)["hub"]
     assert hub_meta["revision"] == repo.sha
@@ -154,6 +157,36 @@ def test_hostile_header_is_refused_before_any_tensor_request(ranged_hub, tmp_pat
     assert not Catalog(tmp_path / "cat").exists()
 
 
+def test_a_header_longer_than_the_first_read_takes_a_second_request(ranged_hub, tmp_path):
+    from kernel_catalog.adapters import hub
+
+    state = {f"blocks.{i}.{'x' * 200}.dw.weight": torch.randn(2, 1, 3, 3) for i in range(400)}
+    data = save_bytes(state)
+    data_start = 8 + struct.unpack("<Q", data[:8])[0]
+    assert data_start > FIRST_READ
+    repo = ranged_hub.add("acme/long-header", {"model.safetensors": data})
+    remote = hub.open_ranged("acme/long-header", "model.safetensors", repo.sha, "acme/long-header")
+    assert [r for _, r in ranged_hub.downloads()] == [f"bytes=0-{FIRST_READ - 1}",
+                                                      f"bytes={FIRST_READ}-{data_start - 1}"]
+    assert set(remote.tensors) == set(state) and remote.fetched == data_start
+    name = next(iter(state))
+    assert torch.equal(remote.get(name), state[name])
+
+
+def test_a_file_shorter_than_the_first_read(ranged_hub, tmp_path):
+    from kernel_catalog.adapters import hub
+
+    state = {"dw.weight": torch.randn(4, 1, 3, 3)}
+    data = save_bytes(state)
+    assert len(data) < FIRST_READ
+    repo = ranged_hub.add("acme/small", {"model.safetensors": data, "tiny.safetensors": b"\x01\x00"})
+    remote = hub.open_ranged("acme/small", "model.safetensors", repo.sha, "acme/small")
+    assert remote.size == len(data) and len(ranged_hub.downloads()) == 1
+    assert torch.equal(remote.get("dw.weight"), state["dw.weight"])
+    with pytest.raises(CatalogError, match="shorter than the 8 bytes"):
+        hub.open_ranged("acme/small", "tiny.safetensors", repo.sha, "acme/small")
+
+
 def test_url_only_release_is_read_by_ranges(ranged_hub, tmp_path):
     """A timm config with only a URL: plain HTTP ranges for .safetensors, the whole file otherwise."""
     from kernel_catalog.adapters.timm._hub import open_ranged_weights, resolve_weights
@@ -177,7 +210,7 @@ def test_url_only_release_is_read_by_ranges(ranged_hub, tmp_path):
 
 
 def test_gated_repo_is_read_by_ranges_with_hf_token(ranged_hub, tmp_path, monkeypatch):
-    state = {"dw.weight": torch.randn(4, 1, 5, 5), "fc.weight": torch.randn(256, 256)}
+    state = {"dw.weight": torch.randn(4, 1, 5, 5), "fc.weight": torch.randn(1024, 1024)}
     data = save_bytes(state)
     ranged_hub.add("acme/gated", {"model.safetensors": data}, gated_token="hf_secret")
     with pytest.raises(CatalogError, match="HF_TOKEN"):

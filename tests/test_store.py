@@ -191,3 +191,33 @@ def test_snapshot_keeps_reading_while_a_writer_commits(catalog, cls_onnx, tmp_pa
         assert con.sql("SELECT count(*) FROM kernels").fetchall() == [(864,)]
         assert con.sql("SELECT count(*) FROM models").fetchall() == [(1,)]
     assert catalog.sql("SELECT count(*) AS n FROM kernels").to_pylist() == [{"n": 867}]
+
+
+def test_the_schema_check_runs_once_per_state_of_the_file(tmp_path, monkeypatch):
+    """A file this process checked, or committed to itself, is not checked again while unchanged;
+    any other change (here one that keeps the size and the modification time) is checked in full."""
+    from kernel_catalog.store import _sandbox
+
+    cat = Catalog(tmp_path / "c")
+    cat.init()
+    calls = []
+    real = _sandbox.schema_differences
+    monkeypatch.setattr(_sandbox, "schema_differences", lambda *a: calls.append(1) or real(*a))
+    for _ in range(3):
+        with cat.reader():
+            pass
+    with cat.writer():
+        pass
+    with cat.reader():
+        pass
+    assert calls == []                      # init's writer left the file in a state it vouches for
+    st = os.stat(cat.db_path)
+    con = duckdb.connect(str(cat.db_path))
+    con.execute("CREATE MACRO round(x) AS 1")
+    con.close()
+    os.utime(cat.db_path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for opened in (cat.reader, cat.writer):
+        with pytest.raises(CatalogError, match="did not create"):
+            with opened():
+                pass
+    assert len(calls) == 2

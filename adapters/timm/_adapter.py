@@ -57,6 +57,7 @@ class TimmAdapter:
     def __init__(self) -> None:
         self._plans: dict[str, RemoteWeights] = {}
         self._ranged: dict[str, Any] = {}       # plan.source -> RemoteSafetensors fetched by fetch()
+        self._building: dict[str, threading.Thread] = {}    # plan.source -> its meta-device build
         self._lock = threading.Lock()
 
     def can_read(self, source: str, options: IngestOptions) -> bool:
@@ -88,7 +89,13 @@ class TimmAdapter:
         """Read a safetensors release's depthwise tensors by byte ranges; else download the plan's
         weights into their cache (resumes a partial download)."""
         from kernel_catalog.adapters.timm._hub import fetch_weights, open_ranged_weights
+        from kernel_catalog.adapters.timm._read import prebuild
 
+        # The architecture's meta-device build (CPU) runs beside the transfer (network); read() waits for it.
+        builder = threading.Thread(target=prebuild, args=(plan.source,), name="timm-build", daemon=True)
+        builder.start()
+        with self._lock:
+            self._building[plan.source] = builder
         remote = open_ranged_weights(plan)
         if remote is None:
             fetch_weights(plan)
@@ -109,4 +116,7 @@ class TimmAdapter:
         plan = None if options.random_init or options.checkpoint else self._plans.get(source)
         with self._lock:
             remote = self._ranged.pop(source, None) if plan is not None else None
+            builder = self._building.pop(source, None)
+        if builder is not None:
+            builder.join()
         return read_timm(source, options, plan, remote)

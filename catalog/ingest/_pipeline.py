@@ -41,7 +41,12 @@ def ingest(catalog: Catalog, source: str, options: IngestOptions = IngestOptions
            force: bool = False, wait: float | None = None, evict: bool = False) -> IngestResult:
     """Ingest one source (file, model name, hf: repo); CatalogError when it cannot be."""
     started = time.perf_counter()
-    prepared = _prepare(source, options, adapter, _ingested_revisions(catalog), force)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog") as pool:
+        known = pool.submit(_ingested_revisions, catalog)     # the catalog is read while the source resolves
+        try:
+            prepared = _prepare(source, options, adapter, known.result, force)
+        finally:
+            known.result()          # a catalog that cannot be read is reported before any write
     if isinstance(prepared, IngestResult):
         return replace(prepared, seconds=time.perf_counter() - started)
     return _finish(catalog, prepared, options, force, wait, evict, started)
@@ -81,7 +86,7 @@ def ingest_many(
         name = next(queue, None)
         if name is not None:
             pending.append((name, time.perf_counter(),
-                            pool.submit(_prepare_or_fail, name, options, adapter, known, force)))
+                            pool.submit(_prepare_or_fail, name, options, adapter, lambda: known, force)))
 
     try:
         for _ in range(jobs):
@@ -135,8 +140,9 @@ def _prepare_or_fail(source, options, adapter, known, force) -> _Ready | IngestR
 
 
 def _prepare(source: str, options: IngestOptions, adapter_name: str | None,
-             known: dict[str, dict[str, Any]], force: bool) -> _Ready | IngestResult:
-    """Pick the adapter; for published weights resolve, skip when already ingested, else download."""
+             known: Callable[[], dict[str, dict[str, Any]]], force: bool) -> _Ready | IngestResult:
+    """Pick the adapter; for published weights resolve, skip when already ingested (`known()`:
+    the catalog's models from published weights), else download."""
     adapter = registry.get_adapter(adapter_name) if adapter_name else registry.find_adapter(source, options)
     if not isinstance(adapter, RemoteSource):
         return _Ready(source, adapter, None, 0.0)
@@ -144,7 +150,7 @@ def _prepare(source: str, options: IngestOptions, adapter_name: str | None,
     if plan is None:
         return _Ready(source, adapter, None, 0.0)
     model = options.name or plan.model
-    row = known.get(model)
+    row = known().get(model)
     if (not force and row is not None and plan.revision is not None
             and row["repo"] == plan.repo and row["revision"] == plan.revision):
         return IngestResult(model, "unchanged", row["sha256"], row["adapter"], row["n_layers"],

@@ -37,7 +37,7 @@ from kernel_catalog.store import _published
 from kernel_catalog.store._owned import (
     MARKER_NAME, check_catalog_folder, is_own_data_file, is_own_temporary, marker_text, read_marker,
 )
-from kernel_catalog.store._sandbox import DATA_DIRS, check_schema, lock_down
+from kernel_catalog.store._sandbox import DATA_DIRS, check_schema, file_state, lock_down, mark_checked
 from kernel_catalog.store.datafs import DataRoot, is_uri
 
 DEFAULT_ROOT = "kernel-catalog"
@@ -97,8 +97,8 @@ class Catalog:
         self.catalog_id = settings.get("catalog_id")
         self._data = DataRoot(self.root, _published.data_uri(self.uri) if self.uri else settings.get("data_root"))
 
-    def _prepare_read(self, con: duckdb.DuckDBPyConnection, allow=(), upgrade_copy: bool = True
-                      ) -> duckdb.DuckDBPyConnection:
+    def _prepare_read(self, con: duckdb.DuckDBPyConnection, allow=(), upgrade_copy: bool = True,
+                      state: tuple | None = None) -> duckdb.DuckDBPyConnection:
         """Make a connection to the catalog file safe to query: locked to the catalog's data folders
         (and the files the user allowed) before anything is read, the stored schema checked against
         the code's, an older schema upgraded in a private in-memory copy (a read never writes), and
@@ -106,7 +106,7 @@ class Catalog:
         lock_down(con, self.root, allow)
         version = migrate.current_version(con)
         migrate.check_not_newer(version, self.location)
-        check_schema(con, version, self.location)
+        check_schema(con, version, self.location, state)
         if version != migrate.head_version():
             if not upgrade_copy:
                 raise CatalogError(f"catalog {self.location} has an older schema ({version}); any write "
@@ -263,9 +263,10 @@ class Catalog:
                 f"no catalog at {self.location}; create one with `catalog ingest SOURCE` "
                 "or point --catalog / KERNEL_CATALOG at an existing one"
             )
+        state = file_state(self.db_path)        # before opening: the state the schema check vouches for
         con = self._connect(read_only=True, wait=wait)
         try:
-            con = self._prepare_read(con, allow)
+            con = self._prepare_read(con, allow, state=state)
             yield con
         finally:
             con.close()
@@ -302,14 +303,17 @@ class Catalog:
         self.root.mkdir(parents=True, exist_ok=True)
         with (nullcontext() if held else
               exclusive_lock(self.root / ".lock", wait=wait, what=f"catalog {self.root}")):
+            state = file_state(self.db_path)
             con = self._connect(read_only=False, wait=30.0 if wait is None else max(wait, 30.0))
             session = None
+            checked = False
             try:
                 lock_down(con, self.root)      # before anything in the file is read
                 version = migrate.current_version(con)
                 migrate.check_not_newer(version, str(self.root))
-                check_schema(con, version, str(self.root))
+                check_schema(con, version, str(self.root), state)
                 migrate.upgrade(con, where=str(self.root))
+                checked = True
                 self._load_settings(con)
                 self._claim(con)
                 session = WriteSession(self, con)
@@ -319,6 +323,8 @@ class Catalog:
                 yield session
             finally:
                 con.close()
+                if checked:     # our lock still held: the file as this session left it has the code's schema
+                    mark_checked(file_state(self.db_path), migrate.head_version())
                 if session is not None and session.committed and not session.data.is_local:
                     _published.publish(self.db_path, session.data.uri)   # after close: checkpointed file
 

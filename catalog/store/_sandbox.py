@@ -78,13 +78,54 @@ def schema_differences(con: duckdb.DuckDBPyConnection, version: int, where: str)
     return differences
 
 
-def check_schema(con: duckdb.DuckDBPyConnection, version: int, where: str) -> None:
-    """Refuse, in one line, a catalog file whose schema is not the code's."""
+def check_schema(con: duckdb.DuckDBPyConnection, version: int, where: str, state: tuple | None = None) -> None:
+    """Refuse, in one line, a catalog file whose schema is not the code's.
+
+    `state` is file_state() of the database taken before `con` opened it: a file this process
+    already checked (or committed to itself) in exactly that state is not checked again; any
+    other change to the file or its WAL makes a new state, checked in full.
+    """
+    if state is not None and _checked.get(state[0]) == (state, version):
+        return
     differences = schema_differences(con, version, where)
     if differences:
         raise CatalogError(f"catalog {where} holds objects this code did not create ({'; '.join(differences)[:300]}); "
                            "it was altered or made by something else, so nothing in it is run; "
                            "open only catalogs you trust or ask its author for a clean copy")
+    if state is not None:
+        mark_checked(state, version)
+
+
+# Database path -> (file state, schema version) this process found to be the code's schema.
+_checked: dict[str, tuple] = {}
+_HEAD_BYTES = 12288     # DuckDB's file header and its two database headers (checkpoint iteration)
+
+
+def file_state(db_path: Path) -> tuple:
+    """(path, the database file's and its WAL's identity, size, mtime, ctime, and a digest of the
+    file's headers): any write to either, even one that keeps size and timestamps, changes it."""
+    import hashlib
+
+    path = os.path.realpath(db_path)
+
+    def stat(p: str) -> tuple | None:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    try:
+        with open(path, "rb") as f:
+            head = hashlib.sha256(f.read(_HEAD_BYTES)).hexdigest()
+    except FileNotFoundError:
+        head = None
+    return path, stat(path), stat(path + ".wal"), head
+
+
+def mark_checked(state: tuple, version: int) -> None:
+    """Record that the database in `state` holds this code's schema at `version`."""
+    _checked[state[0]] = (state, version)
 
 
 def _views_dropped() -> int:
