@@ -25,7 +25,6 @@ from kernel_catalog.analysis.naming._steered import SteeredFamily, best_steered
 
 FULL = 64          # a steered family with at most this many templates is evaluated template by template
 NEAR = 3           # templates evaluated on each side of the closed-form angle on a curve
-TOP = 2            # runs of a curve evaluated per kernel (the highest by their model)
 
 
 class ClosedPlan:
@@ -51,10 +50,11 @@ class ClosedPlan:
             elif fam.planar:
                 self.parts.append((f, "planar", *add(fr[:, 1:].reshape(len(fr), -1)), fam))
             elif (inv := _antipodal_models(fam)) is not None:
+                err = (np.linalg.norm(fam.rest, ord=2, axis=(2, 3)).sum(axis=1) + fam.resid)[::2] + 1e-6
                 g = np.arange(ns) * 2                                  # each set's first run
                 model = np.concatenate([fam.centre[g][:, None], fam.first[g]], axis=1)   # (sets, 3, 3)
                 cols3 = np.einsum("kjs,sij->kis", fr, model).reshape(len(fr), -1)      # c, a1, a2 per set
-                self.parts.append((f, "curve", *add(cols3), (fam, inv)))
+                self.parts.append((f, "curve", *add(cols3), (fam, inv, err)))
             else:                                                      # any other curve: the exact search
                 self.parts.append((f, "exact", *add(fr.reshape(len(fr), -1)), fam))
         k = cols[0].shape[0] if cols else 0
@@ -86,24 +86,29 @@ def scores(prod: np.ndarray, part: tuple) -> tuple[np.ndarray, np.ndarray]:
         return _nearest(np.arctan2(a2, a1), np.stack([np.zeros_like(a1), a1, a2], axis=1), top, fam, 1)
     if kind == "exact":
         return best_steered(p.astype(np.float64), data)
-    fam, inv = data
+    fam, inv, err = data
     ns = len(fam.sets)
     c, a1, a2 = p[:, :ns], p[:, ns:2 * ns], p[:, 2 * ns:]
-    est = np.abs(c) + np.sqrt(a1 * a1 + a2 * a2)                     # a run's peak by its model, up to the
-    best = None                                                       # higher harmonics: the TOP best runs
-    for _ in range(TOP):
-        top = est.argmax(axis=1)
-        est[rows, top] = -np.inf
-        m = np.stack([c[rows, top], a1[rows, top], a2[rows, top]], axis=1).astype(np.float64)
-        neg = m[:, 0] < 0                                             # the second run is the first's negative
-        zt = np.einsum("pij,pj->pi", inv[top], m)                     # the kernel in the set's frame
-        val, code = _nearest(np.arctan2(m[:, 2], m[:, 1]), zt, 2 * top + neg, fam, NEAR)
-        if best is None:
-            best = val, code
-        else:
-            better = val > best[0]
-            best = np.where(better, val, best[0]), np.where(better, code, best[1])
-    return best
+    est = np.abs(c) + np.sqrt(a1 * a1 + a2 * a2)                     # a run's peak by its model, within err
+    top = est.argmax(axis=1)
+    val, code = _curve_candidates(rows, top, c, a1, a2, fam, inv)
+    est[rows, top] = -np.inf
+    top = est.argmax(axis=1)
+    more = np.flatnonzero(est[rows, top] + err[top] >= val)          # the next run may still win there
+    if len(more):
+        v2, c2 = _curve_candidates(more, top[more], c, a1, a2, fam, inv)
+        better = v2 > val[more]
+        val[more[better]], code[more[better]] = v2[better], c2[better]
+    return val, code
+
+
+def _curve_candidates(rows, top, c, a1, a2, fam, inv) -> tuple[np.ndarray, np.ndarray]:
+    """The best template near the first harmonic's peak in set `top` (the polarity run that the
+    sign of the model's constant picks) for each of `rows`."""
+    m = np.stack([c[rows, top], a1[rows, top], a2[rows, top]], axis=1).astype(np.float64)
+    neg = m[:, 0] < 0                                                 # the second run is the first's negative
+    zt = np.einsum("pij,pj->pi", inv[top], m)                         # the kernel in the set's frame
+    return _nearest(np.arctan2(m[:, 2], m[:, 1]), zt, 2 * top + neg, fam, NEAR)
 
 
 def _antipodal_models(fam: SteeredFamily) -> np.ndarray | None:

@@ -25,6 +25,7 @@ name appears (labels, clusters, report, figures, gallery). Below the name thresh
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,9 +79,20 @@ def match(kernels: np.ndarray, bank: TemplateBank, chunk: int = 16384) -> Matche
         raise ValueError(f"kernels of shape {k.shape} do not fit {bank.kh}x{bank.kw} templates")
     plan = _plan(bank)
     floor = noise_floor(bank)
-    parts = [_match_chunk(k[lo:lo + chunk], plan, floor) for lo in range(0, len(k), chunk)] or \
-        [_match_chunk(k, plan, floor)]
+    with _one_blas_thread():
+        parts = [_match_chunk(k[lo:lo + chunk], plan, floor) for lo in range(0, len(k), chunk)] or \
+            [_match_chunk(k, plan, floor)]
     return Matches(*(np.concatenate([getattr(p, f) for p in parts]) for f in Matches.__dataclass_fields__))
+
+
+def _one_blas_thread():
+    """BLAS on one thread: blocks run on naming's own threads, and each product is small (BLAS
+    threads that spin after it cost CPU time and, on a busy machine, wall time)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:   # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 NOISE_SAMPLE = 2000     # iid Gaussian kernels that measure each family's noise floor (fixed seed)
@@ -262,14 +274,14 @@ def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray) -> Matches:
     # evidence = (cos^2 - floor) / (1 - floor); its square root is the "adjusted cosine".
     # A family that explains no more than noise counts 0 in the margin (so margins stay in [0, 1]).
     evidence = (np.clip(scores, 0.0, None) ** 2 - floor) / (1.0 - floor)
-    adjusted = np.sqrt(np.clip(evidence, 0.0, None))
-    order = np.argsort(-evidence, axis=1, kind="stable")
-    top = order[:, 0]
     rows = np.arange(n)
+    top = evidence.argmax(axis=1)                                     # the first best, as a stable sort
     win = codes[rows, top]
     if len(fams) > 1:
-        second = order[:, 1]
-        margin = (adjusted[rows, top] - adjusted[rows, second]).astype(np.float32)
+        adjusted = np.sqrt(np.clip(evidence[rows, top], 0.0, None))
+        evidence[rows, top] = -np.inf
+        second = evidence.argmax(axis=1)
+        margin = (adjusted - np.sqrt(np.clip(evidence[rows, second], 0.0, None))).astype(np.float32)
         runner = plan.label(codes[rows, second])
     else:
         margin, runner = np.full(n, np.nan, np.float32), np.full(n, None, object)
