@@ -163,3 +163,16 @@ def test_exact_steered_search_never_misses_the_best_template(family):
     ref_score, ref_code = _reference_scores(unit, bank)
     np.testing.assert_allclose(score, ref_score, atol=1e-12)
     assert np.array_equal(code, ref_code)
+
+
+def test_curves_without_antipodal_runs_fall_back_to_the_exact_search(monkeypatch):
+    """A curve whose runs are not each other's negative is searched exactly (same scores)."""
+    monkeypatch.setattr("kernel_catalog.analysis.naming._closed._antipodal_models", lambda fam: None)
+    bank = make_templates(5, 5, families=("deriv2",))
+    x = _near_every_family(5, 5, np.random.default_rng(11))
+    plan = _plan(bank)
+    assert [p[1] for p in plan.closed.parts] == ["exact"]
+    score, code, _ = _fast_scores(x, plan)
+    ref, ref_code = _reference_scores(unit_rows(x)[0], bank)
+    np.testing.assert_allclose(score, ref, atol=1e-5)
+    assert (code == ref_code).mean() >= 0.99

@@ -1,6 +1,8 @@
-"""The steered search behind naming (`matching`): per kernel, the best template of a steered family,
-from each set's geometry instead of a search over angles. The result is the full search's (every
-template at every degree): the same template, the first best on ties.
+"""The exact steered search (naming's reference, `matching._family_scores`; `match` itself reads
+orientation in closed form, `_closed`, from the frames, harmonic models and tables built here): per
+kernel, the best template of a steered family, from each set's geometry instead of a search over
+angles. The result is the full search's (every template at every degree): the same template, the
+first best on ties.
 
 Geometry. A steered set's unit templates lie in a subspace of dimension <= 3 of pixel space (deriv1,
 saddle: a circle in a plane; deriv2: two closed curves, one per polarity). In an orthonormal frame
