@@ -179,11 +179,13 @@ def _ingested_revisions(catalog: Catalog) -> dict[str, dict[str, Any]]:
     """model -> hub repo, revision and counts, for the models that came from published weights."""
     if not catalog.exists():
         return {}
-    with catalog.reader() as con:
+    with catalog.reader(views=False) as con:      # the tables alone: no view needed, none built
         rows = con.execute("""
-            SELECT model, json_extract_string(meta, '$.hub.repo'), json_extract_string(meta, '$.hub.revision'),
-                   checkpoint_sha256, adapter, n_layers, n_kernels, n_nonfinite, n_near_zero
-            FROM models WHERE json_extract_string(meta, '$.hub.revision') IS NOT NULL""").fetchall()
+            SELECT m.model, json_extract_string(m.meta, '$.hub.repo'), json_extract_string(m.meta, '$.hub.revision'),
+                   m.checkpoint_sha256, m.adapter, m.n_layers, m.n_kernels,
+                   (SELECT sum(l.n_nonfinite) FROM layer_records l WHERE l.model = m.model)::BIGINT,
+                   (SELECT sum(l.n_near_zero) FROM layer_records l WHERE l.model = m.model)::BIGINT
+            FROM model_records m WHERE json_extract_string(m.meta, '$.hub.revision') IS NOT NULL""").fetchall()
     keys = ("repo", "revision", "sha256", "adapter", "n_layers", "n_kernels", "n_nonfinite", "n_near_zero")
     return {row[0]: dict(zip(keys, row[1:])) for row in rows}
 

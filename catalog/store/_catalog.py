@@ -98,7 +98,7 @@ class Catalog:
         self._data = DataRoot(self.root, _published.data_uri(self.uri) if self.uri else settings.get("data_root"))
 
     def _prepare_read(self, con: duckdb.DuckDBPyConnection, allow=(), upgrade_copy: bool = True,
-                      state: tuple | None = None) -> duckdb.DuckDBPyConnection:
+                      state: tuple | None = None, views: bool = True) -> duckdb.DuckDBPyConnection:
         """Make a connection to the catalog file safe to query: locked to the catalog's data folders
         (and the files the user allowed) before anything is read, the stored schema checked against
         the code's, an older schema upgraded in a private in-memory copy (a read never writes), and
@@ -116,7 +116,8 @@ class Catalog:
             con = copy
             migrate.upgrade(con, where=self.location)
         self._load_settings(con)
-        install_views(con, self._data)
+        if views:
+            install_views(con, self._data)
         return con
 
     def data_connection(self, config: dict | None = None) -> duckdb.DuckDBPyConnection:
@@ -254,10 +255,11 @@ class Catalog:
         return con
 
     @contextmanager
-    def reader(self, wait: float = 10.0, allow=()) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reader(self, wait: float = 10.0, allow=(), views: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection that never takes the writer lock and never writes (an older schema
         is upgraded in a private copy); it reads only the catalog's files and `allow` (paths the
-        user named for their own SQL)."""
+        user named for their own SQL). `views=False`: the tables only, no view built (for code that
+        queries the metadata tables; a view name there may reach a legacy view stored in the file)."""
         if not self.exists():
             raise CatalogError(
                 f"no catalog at {self.location}; create one with `catalog ingest SOURCE` "
@@ -266,7 +268,7 @@ class Catalog:
         state = file_state(self.db_path)        # before opening: the state the schema check vouches for
         con = self._connect(read_only=True, wait=wait)
         try:
-            con = self._prepare_read(con, allow, state=state)
+            con = self._prepare_read(con, allow, state=state, views=views)
             yield con
         finally:
             con.close()
@@ -312,12 +314,12 @@ class Catalog:
                 version = migrate.current_version(con)
                 migrate.check_not_newer(version, str(self.root))
                 check_schema(con, version, str(self.root), state)
-                migrate.upgrade(con, where=str(self.root))
+                migrate.upgrade(con, where=str(self.root), version=version)
                 checked = True
                 self._load_settings(con)
                 self._claim(con)
                 session = WriteSession(self, con)
-                install_views(con, session.data)
+                session.views = install_views(con, session.data)
                 if not held:
                     session.swept = session.remove_orphans()
                 yield session
@@ -362,6 +364,7 @@ class WriteSession:
         self.data = catalog.data if catalog._data is not None else DataRoot(catalog.root)
         self.committed = False
         self.swept: list[str] = []     # own strays removed on entering (a dead write's files)
+        self.views: dict | None = None  # what install_views() built on this connection
         self._open = False
 
     @contextmanager
@@ -388,11 +391,14 @@ class WriteSession:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-            install_views(con, self.data)
+            # Only the views whose files changed are rebuilt (TEMP views roll back with the transaction).
+            views = install_views(con, self.data, self.views)
             crash_point("before-commit")
             con.execute("COMMIT")
             self.committed = True
+            self.views = views
         except BaseException:
+            self.views = None
             con.execute("ROLLBACK")
             raise
 
@@ -452,6 +458,6 @@ def write_marker(path: Path, catalog_id: str) -> None:
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = 'BASE TABLE'",
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",      # base tables only
         [name],
     ).fetchall()[0][0] > 0

@@ -54,8 +54,8 @@ def head_version() -> int:
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """Schema version of an open catalog database (0 for an empty database)."""
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    exists = con.execute(      # duckdb_tables(): base tables only, ~10x cheaper than information_schema
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
     ).fetchall()[0][0]
     if not exists:
         return 0
@@ -71,10 +71,14 @@ def check_not_newer(version: int, where: str) -> None:
         )
 
 
-def upgrade(con: duckdb.DuckDBPyConnection, target: int | None = None, where: str = "") -> list[int]:
-    """Apply pending migrations up to `target` (default: head); returns the versions applied."""
-    version = current_version(con)
+def upgrade(con: duckdb.DuckDBPyConnection, target: int | None = None, where: str = "",
+            version: int | None = None) -> list[int]:
+    """Apply pending migrations up to `target` (default: head); returns the versions applied.
+    `version`: the connection's current_version(), when the caller just read it."""
+    version = current_version(con) if version is None else version
     check_not_newer(version, where)
+    if version >= (head_version() if target is None else target):
+        return []
     applied = []
     for migration in available_migrations():
         if migration.version <= version or (target is not None and migration.version > target):

@@ -53,23 +53,32 @@ def _present_columns(files: tuple[str, ...]) -> frozenset[str]:
         con.close()
 
 
-def install_views(con: duckdb.DuckDBPyConnection, data: DataRoot) -> None:
+def install_views(con: duckdb.DuckDBPyConnection, data: DataRoot, installed: dict | None = None) -> dict:
     """Create every view of this connection from its committed metadata, as TEMP views: built by
     this code on each connection, never stored in (nor read from) the catalog file. Recorded paths
-    are checked first (store._sandbox): a file that is not the catalog's own is never read."""
+    are checked first (store._sandbox): a file that is not the catalog's own is never read.
+
+    Returns what was installed; given back as `installed` (the same connection, views not rolled
+    back since), only the views whose files changed are built again."""
+    installed = dict(installed or {}) if (installed or {}).get("data") == data.location else {"data": data.location}
     kernel_paths = _paths(con, "SELECT path FROM kernel_files ORDER BY path")
     result_paths = {name: _paths(con, "SELECT path FROM result_files WHERE kind = ? ORDER BY path", [name])
                     for name in DATASETS}
     check_recorded_paths(data.local_root, kernel_paths + [p for ps in result_paths.values() for p in ps],
                          data.location, local=data.is_local)
-    if data.is_local or not kernel_paths:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS "
-                    f"{kernels_view_sql(data.absolute(kernel_paths) if data.is_local else [])}")
-    else:
-        con.register("_kc_kernels_dataset", data.dataset(kernel_paths, KERNEL_SCHEMA, "model"))
-        con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS SELECT {', '.join(KERNEL_COLUMNS)} FROM _kc_kernels_dataset")
+    if installed.get("kernels") != kernel_paths:
+        if data.is_local or not kernel_paths:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS "
+                        f"{kernels_view_sql(data.absolute(kernel_paths) if data.is_local else [])}")
+        else:
+            con.register("_kc_kernels_dataset", data.dataset(kernel_paths, KERNEL_SCHEMA, "model"))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW kernels AS SELECT {', '.join(KERNEL_COLUMNS)} FROM _kc_kernels_dataset")
+        installed["kernels"] = kernel_paths
     for name, schema in DATASETS.items():
         files = result_paths[name]
+        if installed.get(name) == files:
+            continue
+        installed[name] = files
         columns = ["run"] + schema.names
         if files and not data.is_local:
             con.register(f"_kc_{name}_dataset", data.dataset(files, schema, "run"))
@@ -78,6 +87,9 @@ def install_views(con: duckdb.DuckDBPyConnection, data: DataRoot) -> None:
         files = data.absolute(files)
         present = _present_columns(tuple(files)) if files else None
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {dataset_view_sql(files, schema, 'run', columns, present)}")
+    if installed.get("static"):
+        return installed
+    installed["static"] = True
     con.execute("""
         CREATE OR REPLACE TEMP VIEW runs AS
         SELECT run, kind, parent, selection, params, metrics, code_version, device, created_at,
@@ -107,3 +119,4 @@ def install_views(con: duckdb.DuckDBPyConnection, data: DataRoot) -> None:
                l.meta
         FROM layer_records l
     """)
+    return installed
