@@ -176,3 +176,24 @@ def test_curves_without_antipodal_runs_fall_back_to_the_exact_search(monkeypatch
     ref, ref_code = _reference_scores(unit_rows(x)[0], bank)
     np.testing.assert_allclose(score, ref, atol=1e-5)
     assert (code == ref_code).mean() >= 0.99
+
+
+@pytest.mark.parametrize("kh,snr,per_class", [(3, 2.0, 40), (7, 1.0, 100)])
+def test_cluster_names_come_from_the_full_search(kh, snr, per_class):
+    """A cluster's name is read closely and there are few of them: `name_clusters` (and
+    `match(..., exact=True)`) give the full search's template and score on every row, also where
+    the closed form settles for a nearby deriv2 orientation (the rows picked here)."""
+    from kernel_catalog.analysis.naming import name_clusters
+
+    bank = make_templates(kh, kh)
+    planted = preprocess(planted_bank(per_class, kh, kh, snr=snr, seed=kh).kernels)[0].astype(np.float64)
+    family, code, score, _, _ = _reference_match(planted, bank)
+    fast = match(planted, bank)
+    differ = np.flatnonzero(np.abs(fast.score - score) > 1e-4)
+    assert len(differ) > 0                                   # the rows where the fast path gives something up
+    rows = planted[np.concatenate([differ[:20], np.arange(10)])]
+    family, code, score, _, _ = _reference_match(rows, bank)
+    for m in (match(rows, bank, exact=True), name_clusters(rows, bank).matches):
+        assert list(m.family) == list(family)
+        assert list(m.template) == list(_plan(bank).template(code))
+        np.testing.assert_allclose(m.score, score, atol=1e-6)

@@ -17,6 +17,8 @@ Against the exact search (`_family_scores`, kept as the tests' and bench's refer
 differ where two templates are within ~1e-3 of each other (near the deriv2 pole, where many
 orientations fit about as well): on 50,000 planted 3x3 / 7x7 kernels 98.7 / 99.98 % get the same
 family, polarity and orientation (within 3 deg), and the validation figures move by < 0.5 points.
+Cluster means are few and their names are read closely (the demo's figure, a paper's table), so
+`name_clusters` uses the exact search (`match(..., exact=True)`).
 Naming 50k planted kernels on 2 cores: 18-21x faster (wall) than the search of commit 766a534, 4-7x
 one float32 product with argmax (bench/bench_naming.py, bench/RESULTS.md).
 
@@ -73,17 +75,18 @@ class Matches:
         return Matches(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
 
-def match(kernels: np.ndarray, bank: TemplateBank, chunk: int = 16384) -> Matches:
+def match(kernels: np.ndarray, bank: TemplateBank, chunk: int = 16384, exact: bool = False) -> Matches:
     """Best match per row of `kernels` (N, kh*kw); rows are centred and normalised here.
-    All-zero rows get score 0."""
+    All-zero rows get score 0. `exact`: the full search over every template (float64), for a
+    few rows whose names are read closely, such as cluster means; the closed form otherwise."""
     k = np.asarray(kernels)
     if k.ndim != 2 or k.shape[1] != bank.kh * bank.kw:
         raise ValueError(f"kernels of shape {k.shape} do not fit {bank.kh}x{bank.kw} templates")
     plan = _plan(bank)
     floor = noise_floor(bank)
     with _one_blas_thread():
-        parts = [_match_chunk(k[lo:lo + chunk], plan, floor) for lo in range(0, len(k), chunk)] or \
-            [_match_chunk(k, plan, floor)]
+        parts = [_match_chunk(k[lo:lo + chunk], plan, floor, exact) for lo in range(0, len(k), chunk)] or \
+            [_match_chunk(k, plan, floor, exact)]
     return Matches(*(np.concatenate([getattr(p, f) for p in parts]) for f in Matches.__dataclass_fields__))
 
 
@@ -268,10 +271,19 @@ def _family_scores(unit: np.ndarray, plan: _Plan):
     return scores, codes
 
 
-def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray) -> Matches:
+def _exact_scores(rows: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_fast_scores`'s result by the full search, in float64."""
+    u = rows.astype(np.float64)
+    u = u - u.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(u, axis=1)
+    scores, codes = _family_scores(u / np.where(norm > 0, norm, 1.0)[:, None], plan)
+    return scores, codes, norm > 0
+
+
+def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray, exact: bool = False) -> Matches:
     n = len(k)
     fams = plan.fams
-    scores, codes, live = _fast_scores(k, plan)
+    scores, codes, live = (_exact_scores if exact else _fast_scores)(k, plan)
     # The family is the one that explains most of the kernel beyond its noise floor:
     # evidence = (cos^2 - floor) / (1 - floor); its square root is the "adjusted cosine".
     # A family that explains no more than noise counts 0 in the margin (so margins stay in [0, 1]).
@@ -303,6 +315,7 @@ class ClusterNames:
 
 def name_clusters(cluster_means: np.ndarray, bank: TemplateBank, threshold: float = DEFAULT_NAME_THRESHOLD,
                   ambiguous: float = AMBIGUOUS_MARGIN) -> ClusterNames:
-    """Name each cluster by its mean kernel's best match; never force a name."""
-    m = match(cluster_means, bank)
+    """Name each cluster by its mean kernel's best match (the full search: a few rows, each name
+    read closely); never force a name."""
+    m = match(cluster_means, bank, exact=True)
     return ClusterNames(list(m.names(threshold, ambiguous)), m, threshold)

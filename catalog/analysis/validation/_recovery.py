@@ -79,7 +79,7 @@ def validate(kh: int, kw: int, snr: float, n_per_class: int = 60, seed: int = 0,
     result = cluster(f, k, seed=seed, kernels=x, threads=threads)
     templates = make_templates(kh, kw)
     own = match(x, templates)
-    named = match(result.mean_kernels, templates)      # each cluster's name, given to its kernels
+    named = match(result.mean_kernels, templates, exact=True)   # each cluster's name, given to its kernels
     by_cluster = score_names(bank, *(a[result.labels] for a in (named.family, named.polarity, named.orientation)))
     clear = np.nan_to_num(own.margin, nan=np.inf) >= AMBIGUOUS_MARGIN
     return {"kernels": len(x), "classes": k,
