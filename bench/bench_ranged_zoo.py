@@ -5,7 +5,8 @@ size and tensor layout) saved as model.safetensors and served by the tests' hub-
 through one shared link of --mbps MB/s (plus --rtt-ms before each response). Each model is
 ingested twice, each time into a fresh HF cache and catalog:
   full     IngestOptions(full_download=True): the whole file downloaded, then read from the cache;
-  ranged   the default: the header by two Range requests, then only the depthwise tensors.
+  ranged   the default: the header (and its length) by one Range request, then only the depthwise
+           tensors, in parallel.
 Two walls: `ingest()` whole (metadata request, transfer, meta-device build, read, and the
 catalog's commit, a fixed cost per model whatever the transfer), and `extract` (the adapter's
 resolve + fetch + read, what the ranged read changes; run again with a fresh cache). Bytes are what
