@@ -92,7 +92,8 @@ class Catalog:
         return self._data
 
     def _load_settings(self, con: duckdb.DuckDBPyConnection) -> None:
-        settings = dict(con.execute("SELECT key, value FROM settings").fetchall()) if _has_table(con, "settings") else {}
+        settings = (dict(con.execute("SELECT key, value FROM settings").fetchall())
+                    if migrate.has_table(con, "settings") else {})
         self._writer_location = settings.get("writer")
         self.catalog_id = settings.get("catalog_id")
         self._data = DataRoot(self.root, _published.data_uri(self.uri) if self.uri else settings.get("data_root"))
@@ -405,7 +406,7 @@ class WriteSession:
     def committed_paths(self) -> set[str]:
         paths: set[str] = set()
         for table in FILE_TABLES:
-            if _has_table(self.con, table):
+            if migrate.has_table(self.con, table):
                 paths.update(row[0] for row in self.con.execute(f"SELECT path FROM {table}").fetchall())
         return paths
 
@@ -455,9 +456,3 @@ def write_marker(path: Path, catalog_id: str) -> None:
     with staged_file(path) as temporary:
         temporary.write_text(marker_text(catalog_id))
 
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",      # base tables only
-        [name],
-    ).fetchall()[0][0] > 0
