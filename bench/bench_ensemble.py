@@ -6,8 +6,9 @@ Printed, in one run, on the same data (iid Gaussian kernels of one size, preproc
   alone     one member trained through the product code (`train_autoencoder`), same steps;
   ensemble  the members `embed --cross-fit 5` trains for one size (the run's own model on n kernels,
             five fold models on 4n/5 each, and the held-out null's one model on round(4n/5) iid
-            kernels: 7) trained together (`ensemble.train_ensemble`) against the sum of the same 7
-            trained alone (its floor);
+            kernels: 7) trained together (`ensemble.train_ensemble`: lanes of stacks in threads)
+            against the sum of the same 7 trained alone (its floor), and against one stack on
+            every thread (lanes=1, how they trained before lanes);
   embed     `embed` with cross_fit=5 against cross_fit=0 (a plain embed: the run's model and the
             null's, which also train together) on a catalog of n kernels of that size.
 Each figure is the fastest of --repeats runs, the variants interleaved (a shared machine's load
@@ -98,24 +99,27 @@ def main() -> None:
           f"torch {torch.__version__}, threads {args.threads}, load average {load:.1f} at start")
     kwargs = dict(progress=False, threads=args.threads)
     print("| n | floor: bare loop, ms/step | alone: product code, ms/step (x floor) | 7 together, s "
-          "| 7 alone, s (sum) | together / sum | together / one alone | load |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| 7 alone, s (sum) | together / sum | together / one alone | one stack, s (together / it) | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
         x, _ = preprocess(np.random.default_rng(1).standard_normal((n, kh * kw)).astype(np.float32))
         members = cross_fit_members(x, held_out_null(n, kh, kw, 5)[0])
         train_autoencoder(x, kh, kw, epochs=10, **kwargs)               # warm-up
-        best = {"floor": 1e9, "alone": 1e9, "together": 1e9, "sum": 1e9}
+        best = {"floor": 1e9, "alone": 1e9, "together": 1e9, "sum": 1e9, "stack": 1e9}
         for _ in range(args.repeats):
             best["floor"] = min(best["floor"], floor(x, args.steps, args.threads))
             best["alone"] = min(best["alone"], timed(lambda: train_autoencoder(x, kh, kw, epochs=args.steps, **kwargs)))
             best["together"] = min(best["together"], timed(lambda: train_ensemble(members, kh, kw, epochs=args.steps,
                                                                                   **kwargs)))
+            best["stack"] = min(best["stack"], timed(lambda: train_ensemble(members, kh, kw, epochs=args.steps,
+                                                                            lanes=1, **kwargs)))
             best["sum"] = min(best["sum"], sum(timed(lambda m=m: train_autoencoder(
                 m.data if m.rows is None else m.data[m.rows], kh, kw, epochs=args.steps, **kwargs)) for m in members))
         ms = {k: 1e3 * v / args.steps for k, v in best.items()}
         print(f"| {n} | {ms['floor']:.2f} | {ms['alone']:.2f} ({ms['alone'] / ms['floor']:.1f}x) | "
               f"{best['together']:.2f} | {best['sum']:.2f} | **{best['together'] / best['sum']:.2f}** | "
-              f"{best['together'] / best['alone']:.1f}x | {os.getloadavg()[0]:.1f} |", flush=True)
+              f"{best['together'] / best['alone']:.1f}x | {best['stack']:.2f} ({best['together'] / best['stack']:.2f}) | "
+              f"{os.getloadavg()[0]:.1f} |", flush=True)
     if args.no_embed:
         return
     print()

@@ -122,3 +122,52 @@ def test_members_of_very_different_batch_widths_train_in_separate_stacks(x):
     assert [m.config["ensemble"] for m in together] == [2, 2, 2, 2]       # 550 padded rows: two stacks
     for member, model in zip(members, together):
         _assert_same(_alone(member, **kwargs), model)
+
+
+def test_lanes_train_at_once_each_member_as_alone(x):
+    """Lanes (threads of one torch thread each) give every member the weights it gets alone, the
+    same run after run (initial weights are drawn before the lanes start: the global RNG is
+    shared), and leave the global settings as they were."""
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    members = [Member(x, seed=1), Member(x, np.arange(0, 300, 2), seed=2), Member(x[:90], seed=3),
+               Member(x, np.arange(50, 290), seed=4)]
+    kwargs = dict(FAST, threads=3, lanes=3)
+    a = train_ensemble(members, 5, 5, **kwargs)
+    b = train_ensemble(members, 5, 5, **kwargs)
+    assert [m.config["threads"] for m in a] == [1] * 4
+    for member, ma, mb in zip(members, a, b):
+        _assert_same(_alone(member, **FAST), ma)
+        for name, v in ma.module.state_dict().items():
+            assert torch.equal(v, mb.module.state_dict()[name]), name
+    assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
+
+
+def test_lanes_are_chosen_by_threads_and_balanced_by_work():
+    from kernel_catalog.analysis.embed.ensemble import _lanes
+
+    def lanes(widths, threads, rows=None):
+        return _lanes(rows or [2000 * w for w in widths], widths, [2000] * len(widths), threads, None)
+
+    cross_fit = [1000] + [800] * 6                  # 5 folds of 1,000 kernels, the null
+    assert lanes(cross_fit, 1) == [list(range(7))]
+    assert sorted(map(len, lanes(cross_fit, 2))) == [3, 4]
+    assert len(lanes(cross_fit, 16)) == 4           # a step's Python would keep more lanes waiting
+    assert len(lanes([4096] * 7, 16)) == 7          # full batches: a lane a member
+    assert len(lanes([120, 96], 2)) == 2            # two members, two threads: two lanes
+    assert lanes([50], 8) == [[0]]
+    # longest first onto the least loaded lane: the big member alone, the rest together
+    assert lanes([4096, 4096, 1000, 1000], 2, rows=[40_000_000, 10_000_000, 10_000_000, 10_000_000]) == [[0], [1, 2, 3]]
+
+
+def test_progress_counts_every_lanes_steps_to_the_planned_total(x, capsys):
+    """Without a terminal: a line a quarter, counting the steps of all lanes against a total known
+    before training (each member's auto epochs follow from its batch count)."""
+    from kernel_catalog.analysis.embed.ensemble import planned_steps
+
+    kwargs = dict(FAST, epochs=None, min_steps=20, batch_size=128, threads=2, lanes=2, progress=True)
+    members = [Member(x, seed=1), Member(x[:90], seed=2), Member(x[:200], seed=3)]
+    models = train_ensemble(members, 5, 5, desc="probe", **kwargs)
+    planned = [planned_steps(mb.n, 128, None, 20, 2000) for mb in members]
+    assert planned == [m.config["steps"] for m in models] == [30, 20, 20]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("probe: step")]
+    assert lines[-1] == "probe: step 50/50, 0 of 3 training"     # lanes: [0] and [1, 2] (one stack of 20)

@@ -26,12 +26,22 @@ thousands of steps. So: equal within float tolerance (tests/test_ensemble.py).
 
 There is no early stopping in the protocol: a member stops after its epochs (auto: enough for
 `min_steps` optimiser steps, decided after its first epoch), whatever the others do.
+
+On CPU the members are also split into lanes (`_lanes`) trained at once in threads, each lane
+its stacks one after the other on its share of the threads (one each on a machine with fewer
+threads than members). One batched product a step parallelises poorly over threads for an MLP
+this small, and OpenMP threads that wait at its barriers lose a core whenever another process
+holds it; lanes of one thread have no barriers. A member's weights do not depend on its lane or
+on the other lanes (initial weights are drawn before the lanes start; each lane owns its
+generators), only on its thread count, which is recorded.
 """
 from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +143,7 @@ def train_ensemble(
     shuffle_buffer: int = 1 << 19,
     threads: int | None = None,
     desc: str | None = None,
+    lanes: int | None = None,
 ) -> list[TrainedAutoencoder]:
     """Train every member as `train_autoencoder(member.data[member.rows], kh, kw, seed=member.seed,
     **the same settings)` would, all at once; returns their models in member order.
@@ -140,8 +151,11 @@ def train_ensemble(
     Settings are shared (one architecture: the members stack); data, seed and stopping are each
     member's own. Members whose batches differ much in size (per-model groups of very different
     sizes) would pad the small ones to the large: they train in separate stacks, one after the
-    other, where the padding would cost more than another step (`_stacks`, STEP_ROWS). Memory: the members' data (shared arrays
-    are held once), one (M, batch, k) batch, and M copies of the weights and of Adam's two moments.
+    other, where the padding would cost more than another step (`_stacks`, STEP_ROWS). On CPU,
+    lanes of stacks train at once in threads (`_lanes`), `threads` (None: torch's setting) shared
+    among them; each model records the threads its lane had. Memory: the members' data (shared
+    arrays are held once), a (M, batch, k) batch a lane, and M copies of the weights and of Adam's
+    two moments.
     """
     if not members:
         return []
@@ -153,32 +167,131 @@ def train_ensemble(
             raise CatalogError(f"no usable {kh}x{kw} kernels to train the autoencoder on")
         if not np.isfinite(mb.data if mb.rows is None else mb.data[mb.rows]).all():
             raise ValueError("training batch has NaN/Inf: pass preprocessed usable rows only")
-    settings = dict(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                    progress=progress, hidden=hidden, activation=activation, min_steps=min_steps,
-                    max_epochs=max_epochs, shuffle_buffer=shuffle_buffer, threads=threads, desc=desc)
     dev = resolve_device(device)
+    threads = threads or torch.get_num_threads()
+    modules = [_initial(mb.seed, k, latent_dim, hidden, activation) for mb in members]   # here: the RNG is global
+    steps = [planned_steps(mb.n, batch_size, epochs, min_steps, max_epochs) for mb in members]
     widths = [min(batch_size, mb.n) for mb in members]
-    stacks = _stacks(widths, STEP_ROWS["cuda" if dev.type == "cuda" else "cpu"])
+    if dev.type == "cuda":
+        groups = [list(range(len(members)))]
+    else:
+        groups = _lanes([e * mb.n for e, mb in zip(steps, members)], widths, steps, threads, lanes)
+    step_rows = STEP_ROWS["cuda" if dev.type == "cuda" else "cpu"]
+    plan = [[[group[j] for j in stack] for stack in _stacks([widths[i] for i in group], step_rows)]
+            for group in groups]
+    intra = max(1, threads // len(groups))
+    settings = dict(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr, dev=dev,
+                    hidden=hidden, activation=activation, min_steps=min_steps, max_epochs=max_epochs,
+                    shuffle_buffer=shuffle_buffer, threads=intra)
     out: list[TrainedAutoencoder | None] = [None] * len(members)
-    for stack in stacks:
-        for j, model in zip(stack, _train_stack([members[j] for j in stack], kh, kw, **settings)):
-            out[j] = model
+    ticker = _Progress(desc or f"autoencoders {kh}x{kw}", len(members),
+                       sum(max(steps[j] for j in stack) for lane in plan for stack in lane), progress)
+
+    def train_lane(lane: list[list[int]]) -> None:
+        for stack in lane:
+            trained = _train_stack([members[j] for j in stack], [modules[j] for j in stack], kh, kw,
+                                   ticker=ticker, **settings)
+            for j, model in zip(stack, trained):
+                out[j] = model
+
+    try:
+        with _deterministic(intra):
+            if len(plan) == 1:
+                train_lane(plan[0])
+            else:   # lanes in threads: torch releases the GIL in its kernels; each lane's OpenMP
+                    # team is its own, of `intra` threads (they inherit the count set here)
+                with ThreadPoolExecutor(len(plan), thread_name_prefix="kc-lane") as pool:
+                    try:
+                        for future in [pool.submit(train_lane, lane) for lane in plan]:
+                            future.result()
+                    except BaseException:
+                        ticker.stop.set()       # the other lanes end at their next step
+                        raise
+    finally:
+        ticker.close()
     return out   # type: ignore[return-value]
 
 
-def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, epochs: int | None,
-                 batch_size: int, lr: float, device: str, progress: bool, hidden: tuple[int, ...],
-                 activation: str, min_steps: int, max_epochs: int, shuffle_buffer: int,
-                 threads: int | None, desc: str | None) -> list[TrainedAutoencoder]:
-    """`train_ensemble` for members of similar batch widths: one stack, one step for all."""
+def planned_steps(n: int, batch_size: int, epochs: int | None, min_steps: int, max_epochs: int) -> int:
+    """The optimiser steps a member of n rows takes: `epoch_batches` cuts ceil(n / batch_size)
+    batches an epoch, whatever the shuffle buffer, and auto epochs are decided from that count."""
+    per_epoch = -(-n // batch_size)
+    if epochs is None:
+        epochs = min(max(math.ceil(min_steps / per_epoch), 10), max_epochs)
+    return epochs * per_epoch
+
+
+def _lanes(rows: list[int], widths: list[int], steps: list[int], threads: int, lanes: int | None) -> list[list[int]]:
+    """Members (by index) split into lanes trained at once in threads, balanced by their work
+    (rows trained plus each step's fixed cost; longest first onto the least loaded lane).
+
+    A lane runs its own Python loop with its own OpenMP team (`threads` // lanes threads): lanes
+    of one thread never wait at OpenMP barriers (busy cores, a passive wait policy) and keep the
+    cores busy where one batched product a step parallelises poorly (a ~10 k-weight MLP): on 2
+    cores, 1.2-2.5x one stack on 2 threads (bench/bench_ensemble.py). A step's Python runs under
+    the GIL, so lanes are added while each lane's arithmetic a step (its share of the widths)
+    still covers the other lanes' fixed cost (STEP_ROWS each); two lanes always where two
+    members and two threads are. `lanes`: a count to force (tests, benches); None: chosen here."""
+    if lanes is None:
+        lanes = 1
+        while lanes < min(threads, len(rows)) and \
+                (lanes < 2 or lanes * STEP_ROWS["cpu"] <= sum(widths) / (lanes + 1)):
+            lanes += 1
+    lanes = max(1, min(lanes, len(rows)))
+    work = [r + s * STEP_ROWS["cpu"] for r, s in zip(rows, steps)]
+    load, groups = [0.0] * lanes, [[] for _ in range(lanes)]
+    for j in sorted(range(len(rows)), key=lambda j: (-work[j], j)):
+        lane = min(range(lanes), key=load.__getitem__)
+        groups[lane].append(j)
+        load[lane] += work[j]
+    return [sorted(g) for g in groups if g]
+
+
+def _initial(seed: int, k: int, latent_dim: int, hidden, activation: str) -> KernelAutoencoder:
+    """The lone trainer's initial weights for `seed`, under a forked global RNG (so built in one
+    thread: lanes seeding the global RNG at once would draw each other's weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return KernelAutoencoder(k, latent_dim, tuple(hidden), activation)
+
+
+class _Progress:
+    """One progress bar (or, without a terminal, a line a quarter) for every lane's steps, and the
+    flag that stops the other lanes when one fails."""
+
+    def __init__(self, desc: str, members: int, total: int, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.desc, self.members, self.training = desc, members, members
+        self.total, self.done, self.progress = total, 0, progress
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.bar = tqdm(total=total, desc=f"{desc} ({members} together)", unit="step", file=sys.stderr,
+                        disable=None if progress else True, leave=False)
+        self.quarter = max(total // 4, 1)
+
+    def step(self, finished: int = 0) -> None:
+        """One step of one stack; `finished`: its members that ended with it."""
+        if self.stop.is_set():
+            raise CatalogError("training stopped: another lane failed")
+        with self.lock:
+            self.done += 1
+            self.training -= finished
+            self.bar.update(1)
+            if self.progress and self.bar.disable and (self.done % self.quarter == 0 or self.done == self.total):
+                print(f"{self.desc}: step {self.done}/{self.total}, {self.training} of {self.members} training",
+                      file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _train_stack(members: Sequence[Member], modules: list[KernelAutoencoder], kh: int, kw: int,
+                 latent_dim: int, epochs: int | None, batch_size: int, lr: float, dev: torch.device,
+                 hidden: tuple[int, ...], activation: str, min_steps: int, max_epochs: int,
+                 shuffle_buffer: int, threads: int, ticker: _Progress) -> list[TrainedAutoencoder]:
+    """`train_ensemble` for members of similar batch widths: one stack, one step for all, from the
+    members' initial `modules` (trained in place)."""
     k = kh * kw
-    dev = resolve_device(device)
-    desc = desc or f"autoencoders {kh}x{kw}"
-    modules = []
-    for mb in members:          # the lone trainer's initial weights, seed by seed
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mb.seed)
-            modules.append(KernelAutoencoder(k, latent_dim, tuple(hidden), activation))
     layer_lists = [_layers(m) for m in modules]
     n_layers = len(layer_lists[0])
     linear_out = {len(hidden), n_layers - 1}        # the latent and the output layer: no activation
@@ -201,11 +314,6 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
     buffers: dict[int, np.ndarray] = {}
     row_weights: dict[tuple, torch.Tensor] = {}     # padded steps: each member's row weights
     global_step = 0
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, desc=f"{desc} ({len(members)} together)", unit="step", file=sys.stderr,
-               disable=None if progress else True, leave=False)
-    quarter = None
 
     def leaves(flat: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's weight (M, out, in) and bias (M, 1, out) as leaves viewing `flat` (Adam's
@@ -228,102 +336,94 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
                 h = act(h)
         return h
 
-    with _deterministic(threads):
-        for st in states:
-            st.batches = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen)
-        while active:
-            # this step's batch of every active member, padded to the longest
-            picks = [states[j].batches[states[j].pos] for j in active]
-            sizes = [len(p) for p in picks]
-            width = max(sizes)
-            buf = buffers.get(width)
-            if buf is None:
-                buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
-            for slot, (j, p) in enumerate(zip(active, picks)):
-                mb = states[j].member
-                np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
-            xb = torch.from_numpy(buf).to(dev, non_blocking=True)
-            for p in params:
-                p.grad = None
-            cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
-            if min(sizes) == width:
-                per_member = 1.0 - cos.mean(dim=1)
-            else:       # each member's mean over its own rows (as alone): padded rows get zero gradient
-                key = (width, tuple(sizes))
-                weights = row_weights.get(key)
-                if weights is None:     # 1/size on a member's rows, 0 on its padding: mean's gradient
-                    weights = row_weights[key] = torch.zeros(len(sizes), width, device=dev)
-                    for slot, size in enumerate(sizes):
-                        weights[slot, :size] = 1.0 / size
-                per_member = 1.0 - (cos * weights).sum(dim=1)
-            per_member.sum().backward()
-            # Adam (torch.optim.Adam's single-tensor update, element by element the same), each
-            # member at its own learning rate (its own cosine schedule)
-            t = global_step + 1                  # every active member has taken exactly this many steps
-            bc1, bc2_sqrt = 1.0 - BETA1 ** t, math.sqrt(1.0 - BETA2 ** t)
-            step_size = []
-            for j in active:
-                st = states[j]
-                rate = lr if st.total_steps is None else \
-                    lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0)))
-                step_size.append(rate / bc1)
-            with torch.no_grad():
-                g = torch.cat([p.grad.reshape(len(active), -1) for p in params], dim=1)   # flat's layout
-                m1.lerp_(g, 1.0 - BETA1)
-                m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
-                denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
-                flat.sub_(m1 * torch.tensor(step_size, dtype=flat.dtype, device=dev)[:, None] / denom)
-                loss_acc += per_member.detach().double() * torch.tensor(sizes, dtype=torch.float64, device=dev)
-            global_step += 1
-            # each member's bookkeeping: end of its epoch, its auto epochs, its end
-            done, ended = [], []
-            for slot, (j, size) in enumerate(zip(active, sizes)):
-                st = states[j]
-                st.step += 1
-                st.pos += 1
-                st.seen += size
-                if st.pos < len(st.batches):
-                    continue
-                ended.append(slot)
-                st.epoch += 1
-                if st.total_epochs is None:
-                    st.total_epochs = epochs if epochs is not None else \
-                        min(max(math.ceil(min_steps / st.step), 10), max_epochs)
-                if st.total_steps is None:
-                    st.total_steps = st.total_epochs * st.step
-                if st.epoch >= st.total_epochs:
-                    done.append(slot)
-                else:
-                    st.batches, st.pos = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen), 0
-            if ended:
-                idx = torch.tensor(ended, device=dev)
-                seen = torch.tensor([states[active[slot]].seen for slot in ended], dtype=torch.float64, device=dev)
-                means = loss_acc[idx] / seen
-                loss_acc[idx] = 0.0
-                for slot, value in zip(ended, means):
-                    states[active[slot]].history.append(value)
-                    states[active[slot]].seen = 0
-            if bar.total is None and all(states[j].total_steps is not None for j in active):
-                bar.total = max(states[j].total_steps for j in active)
-                quarter = max(bar.total // 4, 1)
-            bar.update(1)
-            if progress and bar.disable and quarter and global_step % quarter == 0:
-                print(f"{desc}: step {global_step}/{bar.total}, {len(active)} of {len(members)} training",
-                      file=sys.stderr, flush=True)
-            if done:                             # out of the stack: keep its weights, drop its row
-                keep = [slot for slot in range(len(active)) if slot not in done]
-                for slot in done:
-                    finished[active[slot]] = flat[slot].detach().clone()
-                if keep:
-                    keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
-                    with torch.no_grad():
-                        flat = flat.index_select(0, keep_t)
-                        m1, m2, loss_acc = m1.index_select(0, keep_t), m2.index_select(0, keep_t), loss_acc[keep_t]
-                    params = leaves(flat)
-                active = [active[slot] for slot in keep]
-                buffers.clear()
-                row_weights.clear()
-    bar.close()
+    for st in states:
+        st.batches = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen)
+    while active:
+        # this step's batch of every active member, padded to the longest
+        picks = [states[j].batches[states[j].pos] for j in active]
+        sizes = [len(p) for p in picks]
+        width = max(sizes)
+        buf = buffers.get(width)
+        if buf is None:
+            buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
+        for slot, (j, p) in enumerate(zip(active, picks)):
+            mb = states[j].member
+            np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
+        xb = torch.from_numpy(buf).to(dev, non_blocking=True)
+        for p in params:
+            p.grad = None
+        cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
+        if min(sizes) == width:
+            per_member = 1.0 - cos.mean(dim=1)
+        else:       # each member's mean over its own rows (as alone): padded rows get zero gradient
+            key = (width, tuple(sizes))
+            weights = row_weights.get(key)
+            if weights is None:     # 1/size on a member's rows, 0 on its padding: mean's gradient
+                weights = row_weights[key] = torch.zeros(len(sizes), width, device=dev)
+                for slot, size in enumerate(sizes):
+                    weights[slot, :size] = 1.0 / size
+            per_member = 1.0 - (cos * weights).sum(dim=1)
+        per_member.sum().backward()
+        # Adam (torch.optim.Adam's single-tensor update, element by element the same), each
+        # member at its own learning rate (its own cosine schedule)
+        t = global_step + 1                  # every active member has taken exactly this many steps
+        bc1, bc2_sqrt = 1.0 - BETA1 ** t, math.sqrt(1.0 - BETA2 ** t)
+        step_size = []
+        for j in active:
+            st = states[j]
+            rate = lr if st.total_steps is None else \
+                lr * 0.5 * (1.0 + math.cos(math.pi * min(st.step / st.total_steps, 1.0)))
+            step_size.append(rate / bc1)
+        with torch.no_grad():
+            g = torch.cat([p.grad.reshape(len(active), -1) for p in params], dim=1)   # flat's layout
+            m1.lerp_(g, 1.0 - BETA1)
+            m2.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
+            denom = (m2.sqrt() / bc2_sqrt).add_(EPS)
+            flat.sub_(m1 * torch.tensor(step_size, dtype=flat.dtype, device=dev)[:, None] / denom)
+            loss_acc += per_member.detach().double() * torch.tensor(sizes, dtype=torch.float64, device=dev)
+        global_step += 1
+        # each member's bookkeeping: end of its epoch, its auto epochs, its end
+        done, ended = [], []
+        for slot, (j, size) in enumerate(zip(active, sizes)):
+            st = states[j]
+            st.step += 1
+            st.pos += 1
+            st.seen += size
+            if st.pos < len(st.batches):
+                continue
+            ended.append(slot)
+            st.epoch += 1
+            if st.total_epochs is None:
+                st.total_epochs = epochs if epochs is not None else \
+                    min(max(math.ceil(min_steps / st.step), 10), max_epochs)
+            if st.total_steps is None:
+                st.total_steps = st.total_epochs * st.step
+            if st.epoch >= st.total_epochs:
+                done.append(slot)
+            else:
+                st.batches, st.pos = epoch_batches(st.member.n, batch_size, shuffle_buffer, st.gen), 0
+        if ended:
+            idx = torch.tensor(ended, device=dev)
+            seen = torch.tensor([states[active[slot]].seen for slot in ended], dtype=torch.float64, device=dev)
+            means = loss_acc[idx] / seen
+            loss_acc[idx] = 0.0
+            for slot, value in zip(ended, means):
+                states[active[slot]].history.append(value)
+                states[active[slot]].seen = 0
+        ticker.step(len(done))
+        if done:                             # out of the stack: keep its weights, drop its row
+            keep = [slot for slot in range(len(active)) if slot not in done]
+            for slot in done:
+                finished[active[slot]] = flat[slot].detach().clone()
+            if keep:
+                keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
+                with torch.no_grad():
+                    flat = flat.index_select(0, keep_t)
+                    m1, m2, loss_acc = m1.index_select(0, keep_t), m2.index_select(0, keep_t), loss_acc[keep_t]
+                params = leaves(flat)
+            active = [active[slot] for slot in keep]
+            buffers.clear()
+            row_weights.clear()
     out = []
     for j, (mb, module) in enumerate(zip(members, modules)):
         st, weights = states[j], finished[j].cpu()
@@ -338,7 +438,7 @@ def _train_stack(members: Sequence[Member], kh: int, kw: int, latent_dim: int, e
             "hidden": list(hidden), "activation": activation, "loss": "1-cos", "optimizer": "adam",
             "lr": lr, "schedule": "cosine", "batch_size": batch_size, "epochs": st.total_epochs,
             "steps": st.step, "seed": mb.seed, "shuffle_buffer": shuffle_buffer,
-            "device": str(dev), "threads": threads or torch.get_num_threads(),
+            "device": str(dev), "threads": threads,
             "torch": str(torch.__version__), "ensemble": len(members),   # members in its stack
         }
         out.append(TrainedAutoencoder(module, config, history[-1], history, str(dev)))
