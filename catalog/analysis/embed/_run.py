@@ -14,8 +14,9 @@ the classified share of the data and of the null at both, and which one it uses
 autoencoder files + a runs row.
 
 The autoencoders of a size held in memory (its own, per model with `per_model`, each fold's, the
-null's) train together as one batched ensemble (`ensemble.train_ensemble`: each equals the model
-trained alone within float tolerance); a size streamed from Parquet, or encoded by Ray, trains alone.
+null's) train together (`ensemble.train_ensemble`: batched stacks, on CPU in lanes of threads; each
+equals the model trained alone within float tolerance); a size streamed from Parquet, or encoded by
+Ray, trains alone.
 """
 from __future__ import annotations
 
