@@ -171,3 +171,17 @@ def test_progress_counts_every_lanes_steps_to_the_planned_total(x, capsys):
     assert planned == [m.config["steps"] for m in models] == [30, 20, 20]
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("probe: step")]
     assert lines[-1] == "probe: step 50/50, 0 of 3 training"     # lanes: [0] and [1, 2] (one stack of 20)
+
+
+def test_data_resident_on_the_device_gives_the_same_models(x):
+    """The GPU's path (the members' arrays copied once, each batch gathered there, padding from a
+    zero row), run on the CPU: every member as alone, shared arrays held once."""
+    members = [Member(x, seed=1), Member(x, np.arange(0, 300, 3), seed=2), Member(x[:40].copy(), seed=3)]
+    together = train_ensemble(members, 5, 5, resident=True, **FAST)
+    for member, model in zip(members, together):
+        _assert_same(_alone(member, **FAST), model)
+    from kernel_catalog.analysis.embed.ensemble import _resident
+
+    pool, starts = _resident(members, 25, torch.device("cpu"))
+    assert pool.shape == (341, 25) and starts == [0, 0, 300] and not pool[-1].any()
+    np.testing.assert_array_equal(pool[300:340].numpy(), x[:40])

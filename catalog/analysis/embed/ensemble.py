@@ -144,6 +144,7 @@ def train_ensemble(
     threads: int | None = None,
     desc: str | None = None,
     lanes: int | None = None,
+    resident: bool | None = None,
 ) -> list[TrainedAutoencoder]:
     """Train every member as `train_autoencoder(member.data[member.rows], kh, kw, seed=member.seed,
     **the same settings)` would, all at once; returns their models in member order.
@@ -153,7 +154,8 @@ def train_ensemble(
     sizes) would pad the small ones to the large: they train in separate stacks, one after the
     other, where the padding would cost more than another step (`_stacks`, STEP_ROWS). On CPU,
     lanes of stacks train at once in threads (`_lanes`), `threads` (None: torch's setting) shared
-    among them; each model records the threads its lane had. Memory: the members' data (shared
+    among them; each model records the threads its lane had. `lanes`: a lane count to force (None:
+    chosen). `resident` (None: on a GPU): the data held on the device, batches gathered there. Memory: the members' data (shared
     arrays are held once), a (M, batch, k) batch a lane, and M copies of the weights and of Adam's
     two moments.
     """
@@ -182,7 +184,7 @@ def train_ensemble(
     intra = max(1, threads // len(groups))
     settings = dict(latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, lr=lr, dev=dev,
                     hidden=hidden, activation=activation, min_steps=min_steps, max_epochs=max_epochs,
-                    shuffle_buffer=shuffle_buffer, threads=intra)
+                    shuffle_buffer=shuffle_buffer, threads=intra, resident=resident)
     out: list[TrainedAutoencoder | None] = [None] * len(members)
     ticker = _Progress(desc or f"autoencoders {kh}x{kw}", len(members),
                        sum(max(steps[j] for j in stack) for lane in plan for stack in lane), progress)
@@ -255,6 +257,22 @@ def _initial(seed: int, k: int, latent_dim: int, hidden, activation: str) -> Ker
         return KernelAutoencoder(k, latent_dim, tuple(hidden), activation)
 
 
+def _resident(members: Sequence[Member], k: int, dev: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """Every distinct data array of the members (shared ones once) in one device tensor, a zero
+    row last (padding), and where each member's array starts in it."""
+    where: dict[int, int] = {}
+    arrays, at = [], 0
+    for mb in members:
+        if id(mb.data) not in where:
+            where[id(mb.data)] = at
+            arrays.append(mb.data)
+            at += len(mb.data)
+    pool = torch.zeros((at + 1, k), dtype=torch.float32, device=dev)
+    for array, start in zip(arrays, sorted(where.values())):
+        pool[start:start + len(array)].copy_(torch.from_numpy(np.ascontiguousarray(array, np.float32)))
+    return pool, [where[id(mb.data)] for mb in members]
+
+
 class _Progress:
     """One progress bar (or, without a terminal, a line a quarter) for every lane's steps, and the
     flag that stops the other lanes when one fails."""
@@ -288,9 +306,13 @@ class _Progress:
 def _train_stack(members: Sequence[Member], modules: list[KernelAutoencoder], kh: int, kw: int,
                  latent_dim: int, epochs: int | None, batch_size: int, lr: float, dev: torch.device,
                  hidden: tuple[int, ...], activation: str, min_steps: int, max_epochs: int,
-                 shuffle_buffer: int, threads: int, ticker: _Progress) -> list[TrainedAutoencoder]:
+                 shuffle_buffer: int, threads: int, ticker: _Progress,
+                 resident: bool | None = None) -> list[TrainedAutoencoder]:
     """`train_ensemble` for members of similar batch widths: one stack, one step for all, from the
-    members' initial `modules` (trained in place)."""
+    members' initial `modules` (trained in place). `resident` (None: on a GPU): the members' data
+    copied to the device once, each step's batch gathered there, instead of a host batch copied
+    over every step."""
+    resident = dev.type == "cuda" if resident is None else resident
     k = kh * kw
     layer_lists = [_layers(m) for m in modules]
     n_layers = len(layer_lists[0])
@@ -312,6 +334,7 @@ def _train_stack(members: Sequence[Member], modules: list[KernelAutoencoder], kh
     finished: dict[int, torch.Tensor] = {}
     loss_acc = torch.zeros(len(members), dtype=torch.float64, device=dev)   # by slot
     buffers: dict[int, np.ndarray] = {}
+    pool, starts = _resident(members, k, dev) if resident else (None, [])
     row_weights: dict[tuple, torch.Tensor] = {}     # padded steps: each member's row weights
     global_step = 0
 
@@ -343,13 +366,20 @@ def _train_stack(members: Sequence[Member], modules: list[KernelAutoencoder], kh
         picks = [states[j].batches[states[j].pos] for j in active]
         sizes = [len(p) for p in picks]
         width = max(sizes)
-        buf = buffers.get(width)
-        if buf is None:
-            buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
-        for slot, (j, p) in enumerate(zip(active, picks)):
-            mb = states[j].member
-            np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
-        xb = torch.from_numpy(buf).to(dev, non_blocking=True)
+        if pool is None:
+            buf = buffers.get(width)
+            if buf is None:
+                buf = buffers[width] = np.zeros((len(active), width, k), np.float32)
+            for slot, (j, p) in enumerate(zip(active, picks)):
+                mb = states[j].member
+                np.take(mb.data, p if mb.rows is None else mb.rows[p], axis=0, out=buf[slot, :len(p)])
+            xb = torch.from_numpy(buf).to(dev, non_blocking=True)
+        else:       # one gather on the device: the batch's positions in the pool, padding its zero row
+            at = np.full((len(active), width), len(pool) - 1, np.int64)
+            for slot, (j, p) in enumerate(zip(active, picks)):
+                mb = states[j].member
+                at[slot, :len(p)] = starts[j] + (p if mb.rows is None else mb.rows[p])
+            xb = pool.index_select(0, torch.from_numpy(at).to(dev).view(-1)).view(len(active), width, k)
         for p in params:
             p.grad = None
         cos = nn.functional.cosine_similarity(xb, forward(xb), dim=2, eps=1e-8)   # (M, width)
