@@ -185,3 +185,40 @@ def test_data_resident_on_the_device_gives_the_same_models(x):
     pool, starts = _resident(members, 25, torch.device("cpu"))
     assert pool.shape == (341, 25) and starts == [0, 0, 300] and not pool[-1].any()
     np.testing.assert_array_equal(pool[300:340].numpy(), x[:40])
+
+
+class _Rows(np.ndarray):
+    """Member rows that count the batches drawn through them and can fail or wait at a given one."""
+
+    def __getitem__(self, item):
+        if isinstance(item, np.ndarray):
+            self.hooks["calls"] += 1
+            self.hooks["at"](self.hooks["calls"])
+        return np.asarray(self)[item]
+
+
+def _rows(n, at):
+    rows = np.arange(n).view(_Rows)
+    rows.hooks = {"calls": 0, "at": at}
+    return rows
+
+
+def test_a_failing_lane_stops_the_others_and_its_error_is_raised(x):
+    import threading
+
+    failed = threading.Event()
+
+    def fail(call):
+        if call == 3:
+            failed.set()
+            raise RuntimeError("lane failed on purpose")
+
+    def wait_for_the_failure(call):
+        if call == 5:
+            assert failed.wait(60)
+
+    slow = Member(x, _rows(300, wait_for_the_failure), seed=2)     # 5 steps an epoch, 10,000 planned
+    kwargs = dict(FAST, epochs=2000, threads=2, lanes=2)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        train_ensemble([Member(x[:64], _rows(64, fail), seed=1), slow], 5, 5, **kwargs)
+    assert slow.rows.hooks["calls"] < 10_000

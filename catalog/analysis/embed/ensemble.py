@@ -41,7 +41,7 @@ import math
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,8 +203,8 @@ def train_ensemble(
             else:   # lanes in threads: torch releases the GIL in its kernels; each lane's OpenMP
                     # team is its own, of `intra` threads (they inherit the count set here)
                 with ThreadPoolExecutor(len(plan), thread_name_prefix="kc-lane") as pool:
-                    try:
-                        for future in [pool.submit(train_lane, lane) for lane in plan]:
+                    try:     # in the order they end: a failed lane is seen while others still train
+                        for future in as_completed([pool.submit(train_lane, lane) for lane in plan]):
                             future.result()
                     except BaseException:
                         ticker.stop.set()       # the other lanes end at their next step
