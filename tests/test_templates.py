@@ -94,6 +94,20 @@ def test_match_ignores_scale_and_offset_and_same_input_same_names():
     assert list(a.label) == list(b.label) and np.array_equal(a.orientation, b.orientation, equal_nan=True)
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_labels_are_label_of_the_structured_match(exact):
+    """Labels come from the winning template's table, one lookup a row: the same strings as
+    `label_of(family, polarity, orientation)` of every row, through `take` too."""
+    bank = make_templates(7, 7)
+    rng = np.random.default_rng(3)
+    shapes = [render(f, 7, 7, orientation=float(a), polarity=p) for f in ("deriv1", "deriv2", "saddle", "dog")
+              for a in (0, 7, 52, 97, 170, 263, 351) for p in ("pos", "neg")]
+    x = np.array(shapes) + 0.3 * rng.normal(size=(len(shapes), 49))
+    m = match(np.vstack([x, rng.normal(size=(40, 49))]), bank, exact=exact)
+    assert list(m.label) == [label_of(f, p, o) for f, p, o in zip(m.family, m.polarity, m.orientation)]
+    assert list(m.take(np.arange(0, len(m.label), 3)).label) == list(m.label[::3])
+
+
 def test_weak_matches_stay_unmatched_and_close_calls_say_both():
     bank = make_templates(7, 7)
     noise = np.random.default_rng(0).normal(size=(20, 49))

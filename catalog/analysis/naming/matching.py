@@ -56,11 +56,7 @@ class Matches:
     score: np.ndarray         # (N,) float32 cosine
     margin: np.ndarray        # (N,) float32: best family's adjusted cosine minus the next family's (NaN: one family)
     runner_up: np.ndarray     # (N,) object: the next family's best label (None: one family)
-
-    @property
-    def label(self) -> np.ndarray:
-        return np.array([label_of(f, p, o) for f, p, o in zip(self.family, self.polarity, self.orientation)],
-                        dtype=object)
+    label: np.ndarray         # (N,) object: `label_of(family, polarity, orientation)`, the winning template's
 
     def names(self, threshold: float = DEFAULT_NAME_THRESHOLD, ambiguous: float | None = None) -> np.ndarray:
         """Readable names: 'unmatched' below `threshold`; 'a|b' where the margin is below `ambiguous`."""
@@ -301,7 +297,7 @@ def _match_chunk(k: np.ndarray, plan: _Plan, floor: np.ndarray, exact: bool = Fa
         margin, runner = np.full(n, np.nan, np.float32), np.full(n, None, object)
     score = np.where(live, scores[rows, top], 0.0).astype(np.float32)
     return Matches(np.asarray(fams, dtype=object)[top], plan.polarity[win], plan.orientation[win].copy(),
-                   plan.scale[win].copy(), plan.template(win), score, margin, runner)
+                   plan.scale[win].copy(), plan.template(win), score, margin, runner, plan.label(win))
 
 
 @dataclass(frozen=True)
