@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from kernel_catalog.errors import CatalogError
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV
 
@@ -174,3 +175,21 @@ def test_a_data_root_is_owned_by_one_catalog(s3_env, tmp_path, cls_onnx):
                           "not empty")
     assert s3_objects(bucket, "theirs/") == ["theirs/report.pdf"]
     assert _cli("--catalog", str(first), "verify").returncode == 0
+
+
+def test_a_marker_is_claimed_by_one_conditional_write(s3_env, tmp_path):
+    """Two catalogs initialising one empty prefix at once: the marker is written only where none
+    is (If-None-Match against the real S3 protocol), so the second writer learns it lost and the
+    first writer's marker stays."""
+    from kernel_catalog.store._owned import MARKER_NAME, marker_text
+    from kernel_catalog.store.datafs import DataRoot
+
+    uri = f"s3://{s3_env['BUCKET']}/raced"
+    a, b = DataRoot(tmp_path / "a", uri), DataRoot(tmp_path / "b", uri)
+    assert a.put_if_absent(MARKER_NAME, marker_text("a" * 32).encode())
+    assert not b.put_if_absent(MARKER_NAME, marker_text("b" * 32).encode())
+    assert a.read_marker() == b.read_marker() == "a" * 32
+    a.claim("a" * 32)                                      # its own: nothing changes
+    with pytest.raises(CatalogError, match="another catalog"):
+        b.claim("b" * 32)
+    assert s3_objects(s3_env["BUCKET"], "raced/") == ["raced/.kernel-catalog"]

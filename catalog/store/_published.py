@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from kernel_catalog.errors import CatalogError
-from kernel_catalog.store.datafs import cache_dir, filesystem, require_cluster_extra, storage_error
+from kernel_catalog.store.datafs import cache_dir, filesystem, require_cluster_extra, s3_client, storage_error
 
 SNAPSHOT_NAME = "catalog.duckdb"
 PUBLISH_MANIFEST = "kernel-catalog-publish.json"   # at the root of a catalog `catalog publish` wrote
@@ -51,13 +51,8 @@ def cache_folder(uri: str) -> Path:
 
 def _s3(uri: str):
     require_cluster_extra(f"catalog {uri}")
-    import boto3
-    from botocore.config import Config
-
     bucket, _, prefix = uri[len("s3://"):].partition("/")
-    timeout = float(os.environ.get("KERNEL_CATALOG_S3_TIMEOUT", "5"))
-    client = boto3.client("s3", config=Config(connect_timeout=timeout, read_timeout=max(timeout, 30),
-                                              retries={"max_attempts": 2, "mode": "standard"}))
+    client = s3_client()
     key = f"{prefix.strip('/')}/{SNAPSHOT_NAME}" if prefix.strip("/") else SNAPSHOT_NAME
     return client, bucket, key
 

@@ -72,6 +72,16 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         raise CatalogError(f"data root {uri}: {error}") from None
 
 
+def s3_client():
+    """boto3's S3 client with the data roots' short timeouts; endpoint and credentials from the
+    standard AWS variables, as for pyarrow's."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(connect_timeout=_TIMEOUT, read_timeout=max(_TIMEOUT, 30.0),
+                                            retries={"max_attempts": 2, "mode": "standard"}))
+
+
 def storage_error(uri: str, error: BaseException) -> CatalogError:
     text = " ".join(str(error).split())
     return CatalogError(f"object storage at {uri} failed ({text[:200]}); check AWS_ENDPOINT_URL and credentials "
@@ -264,7 +274,36 @@ class DataRoot:
                 pafs.FileSelector(self.full(""), allow_not_found=True)) if i.base_name not in ("kernels", "results", "catalog.duckdb")]):
             raise CatalogError(f"data root {self.location} is not empty and is not a catalog's; "
                                "choose an empty prefix")
-        self._guard(lambda: self._write_bytes(MARKER_NAME, marker_text(catalog_id).encode()))
+        text = marker_text(catalog_id).encode()
+        if self.uri.startswith("s3://"):    # two catalogs claiming one empty prefix at once: one wins
+            if not self.put_if_absent(MARKER_NAME, text) and self.read_marker() != catalog_id:
+                raise CatalogError(f"data root {self.location} was just claimed by another catalog; "
+                                   "give each catalog its own prefix")
+            return
+        self._guard(lambda: self._write_bytes(MARKER_NAME, text))
+
+    def put_if_absent(self, relative: str, data: bytes) -> bool:
+        """Write an object only where none is (S3's conditional PUT, If-None-Match: *): False if
+        one already was, which is left as it was. A server without conditional writes (501)
+        gets a plain write."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, prefix = self.uri[len("s3://"):].partition("/")
+        key = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            if code == "NotImplemented" or status == 501:
+                self._guard(lambda: self._write_bytes(relative, data))
+                return True
+            raise storage_error(self.uri, error) from None
+        except BotoCoreError as error:
+            raise storage_error(self.uri, error) from None
 
     def _write_bytes(self, relative: str, data: bytes) -> None:
         with self.fs.open_output_stream(self.full(relative)) as sink:
