@@ -14,6 +14,7 @@ from kernel_catalog.errors import CatalogError
 from kernel_catalog.ingest import IngestFailure, ingest_ray, ingest_many
 from kernel_catalog.store import Catalog
 from kernel_catalog.store.faults import CRASH_ENV, ONCE_ENV
+from kernel_catalog.store.verify import verify
 
 from .cluster_fixtures import ray_hub, ray_local, s3_env, s3_objects, s3_server   # noqa: F401 (fixtures)
 
@@ -35,6 +36,12 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
 
     remote = Catalog(tmp_path / "driver")
     remote.init(f"s3://{s3_env['BUCKET']}/lab")
+    # the driver records each file's SHA-256 as the task that wrote it computed it: no file the
+    # workers wrote is streamed back to the driver to be hashed (`verify` below reads them all)
+    from kernel_catalog.store.datafs import DataRoot
+
+    streamed, stream = [], DataRoot._streamed_sha256
+    monkeypatch.setattr(DataRoot, "_streamed_sha256", lambda self, path: streamed.append(path) or stream(self, path))
     # a worker killed right after writing its Parquet: Ray retries the task, the dead attempt's
     # file is an orphan removed at the end of the run, the model is committed once
     monkeypatch.setenv(CRASH_ENV, "ray-task-written")
@@ -88,6 +95,10 @@ def test_ray_ingest_embed_cluster_equal_in_process_on_s3(ray_local, s3_env, tmp_
     assert local.sql(labels) == remote.sql(labels)
     clusters = "SELECT label, n_kernels, medoid_kernel_id FROM clusters WHERE run = 'c' ORDER BY cluster"
     assert local.sql(clusters) == remote.sql(clusters)
+    assert streamed == []
+    report = verify(remote)
+    assert report.clean, report.lines()
+    assert any(p.startswith("kernels/") for p in streamed) and any("/labels-" in p for p in streamed)
 
 
 def test_ray_failure_is_reported_per_source(ray_local, tmp_path, cls_onnx):

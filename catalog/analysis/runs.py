@@ -109,6 +109,7 @@ class StagedPart:
     path: str            # relative to the data root (`result_file_path`)
     rows: int
     size: int            # bytes
+    sha256: str | None = None   # as its writer computed it (None: read back at commit)
 
 
 def result_file_path(run: str, kind: str) -> str:
@@ -121,7 +122,8 @@ def write_part(data: DataRoot, run: str, kind: str, table: pa.Table) -> StagedPa
     """Write one result part (a block's rows) under a new unique path into the data root; it is
     recorded by `commit_run(parts=...)`, and removed as an orphan if the run never commits."""
     path = result_file_path(run, kind)
-    return StagedPart(kind, path, table.num_rows, data.write_parquet(path, table, compression="zstd"))
+    size = data.write_parquet(path, table, compression="zstd")
+    return StagedPart(kind, path, table.num_rows, size, data.sha256(path))
 
 
 def stage_file(session: WriteSession, run: str, kind: str, write) -> str:
@@ -155,6 +157,9 @@ def commit_run(
         if exists and not replace:
             raise CatalogError(f"run '{record.run}' already exists; pass --replace to overwrite it")
         staged: list[tuple[str, str, int | None, int | None]] = [(p.kind, p.path, p.rows, p.size) for p in parts]
+        for p in parts:
+            if p.sha256:
+                session.data.vouch(p.path, p.sha256)
         for kind, table in tables.items():
             path = stage_file(session, record.run, kind, lambda p, t=table: pq.write_table(t, p, compression="zstd"))
             staged.append((kind, path, table.num_rows, None))

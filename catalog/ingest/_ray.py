@@ -39,6 +39,7 @@ class StagedModel:
     layer_rows: list
     path: str
     n_rows: int
+    sha256: str                     # of the Parquet file, as the task wrote it
 
 
 def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | None,
@@ -60,14 +61,16 @@ def extract_and_stage(source: str, options: IngestOptions, adapter_name: str | N
     digest = checkpoint_digest(extraction.layers)
     table, layer_rows = build_kernel_table(extraction.layers, digest, adapter.name, extraction.trained)
     path = kernel_file_path(model, digest)
-    DataRoot(local_root, uri).write_parquet(path, table, **PARQUET_OPTIONS)
+    root = DataRoot(local_root, uri)
+    root.write_parquet(path, table, **PARQUET_OPTIONS)
     crash_once("ray-task-written")
     if plan is not None:
         adapter.evict(plan)
     result = IngestResult(model, "added", digest, adapter.name, len({r.layer for r in layer_rows}), table.num_rows,
                           sum(r.n_nonfinite for r in layer_rows), sum(r.n_near_zero for r in layer_rows),
                           0.0, read_seconds=time.perf_counter() - started)
-    return StagedModel(result, replace(extraction, layers=[]), adapter.version, layer_rows, path, table.num_rows)
+    return StagedModel(result, replace(extraction, layers=[]), adapter.version, layer_rows, path, table.num_rows,
+                       root.sha256(path))
 
 
 def _commit_one(session, staged: StagedModel, force: bool, duplicate: bool) -> tuple[IngestResult, list[str]]:
@@ -88,6 +91,7 @@ def _commit_one(session, staged: StagedModel, force: bool, duplicate: bool) -> t
         return result, []
     if rows:
         result = replace(result, action="replaced")
+    session.data.vouch(staged.path, staged.sha256)
     old = _replace_model_rows(session, result, staged.extraction, staged.adapter_version, staged.layer_rows,
                               staged.path, SimpleNamespace(num_rows=staged.n_rows))
     return result, old

@@ -227,11 +227,20 @@ class DataRoot:
                             and not any(path.iterdir()):
                         path.rmdir()
 
+    def vouch(self, relative: str, sha256: str) -> None:
+        """Take the SHA-256 of a file that a task of this run wrote (a Ray worker's own DataRoot
+        computed it from the bytes it wrote), so that the commit need not stream the file back;
+        `verify` still reads every file afresh."""
+        self._digests[relative] = sha256
+
     def sha256(self, relative: str, fresh: bool = False) -> str:
-        """SHA-256 of a data file: as computed when this instance wrote it, else streamed
-        (`fresh`: always streamed, as `verify` does)."""
+        """SHA-256 of a data file: as computed when this instance wrote it (or a task that wrote
+        it vouched), else streamed (`fresh`: always streamed, as `verify` does)."""
         if not fresh and relative in self._digests:
             return self._digests[relative]
+        return self._streamed_sha256(relative)
+
+    def _streamed_sha256(self, relative: str) -> str:
         if self.is_local:
             return file_sha256(self.local_root / relative)
         digest = hashlib.sha256()

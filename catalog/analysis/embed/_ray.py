@@ -30,7 +30,7 @@ from kernel_catalog.store.results import EMBEDDING_SCHEMA
 
 PART_ROWS = 1 << 18     # kernels per embeddings part a task writes (~8 MB of Parquet at a 2-D latent)
 PART_SCHEMA = pa.schema([("path", pa.string()), ("rows", pa.int64()), ("size", pa.int64()),
-                         ("recon_cos", pa.list_(pa.float32()))])
+                         ("sha256", pa.string()), ("recon_cos", pa.list_(pa.float32()))])
 
 
 def training_sample(catalog: Catalog, paths: list[str], where: str, kh: int, kw: int, rows: int,
@@ -95,7 +95,7 @@ def _encode_part(batch: pa.Table, model, kh: int, kw: int, where: str, params, g
     crash_once("ray-embed-part-written")
     recon_cos = table.column("recon_cos").drop_null().cast(pa.float32()).combine_chunks()
     one_list = pa.ListArray.from_arrays(pa.array([0, len(recon_cos)], pa.int32()), recon_cos)
-    return pa.table([[part.path], [part.rows], [part.size], one_list], schema=PART_SCHEMA)
+    return pa.table([[part.path], [part.rows], [part.size], [part.sha256], one_list], schema=PART_SCHEMA)
 
 
 def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, run: str):
@@ -124,7 +124,7 @@ def ray_encoder(catalog: Catalog, paths: list[str], where: str, address: str, ru
                        "params": replace(params, threads=1), "run": run,
                        "local_root": str(data.local_root), "uri": data.uri})
         rows = pa.concat_tables([PART_SCHEMA.empty_table()] + ray.get(written.to_arrow_refs())).to_pylist()
-        parts = [StagedPart("embeddings", r["path"], r["rows"], r["size"]) for r in rows]
+        parts = [StagedPart("embeddings", r["path"], r["rows"], r["size"], r["sha256"]) for r in rows]
         recon_cos = np.concatenate([np.asarray(r["recon_cos"], np.float64) for r in rows] or [np.empty(0)])
         return parts, recon_cos
 
