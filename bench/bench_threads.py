@@ -5,8 +5,10 @@ Each configuration runs in a fresh process (OpenMP reads its wait policy once, a
 threads (every core | 1) x OpenMP wait policy (the runtime's default, ACTIVE spinning | PASSIVE,
 what `catalog` sets) x machine (idle | one core kept busy by another process). Measured per
 process: autoencoder training (7x7, batch 4096) in kernels/s per epoch, encoding in kernels/s,
-and a k-means fit (k = 10, unit rows) in seconds. Ratios are against --threads 1 in the same
-run; record them in bench/RESULTS.md with the date and machine.
+and a k-means fit (k = 10, unit rows) in seconds; and two models trained together, as a run trains
+its own and its null's (`train_ensemble`: lanes of one thread each by default, and one stack on
+every thread, lanes=1, for comparison), in kernels/s summed. Ratios are against --threads 1 in the
+same run; record them in bench/RESULTS.md with the date and machine.
 Usage: python bench/bench_threads.py [--kernels 131072]
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ WORKER = """
 import json, sys, time
 import numpy as np
 from kernel_catalog.analysis.cluster import cluster
-from kernel_catalog.analysis.embed import encode, train_autoencoder
+from kernel_catalog.analysis.embed import Member, encode, train_autoencoder, train_ensemble
 from kernel_catalog.analysis.preprocess import preprocess
 n, threads, epochs = int(sys.argv[1]), int(sys.argv[2]), 4
 x, _ = preprocess(np.random.default_rng(0).standard_normal((n, 49)).astype(np.float32))
@@ -37,7 +39,15 @@ encode(model, x, threads=threads)
 enc = n / (time.perf_counter() - t)
 t = time.perf_counter()
 cluster(x[: n // 2], 10, seed=0, method="kmeans", threads=threads)
-print(json.dumps({"train": train, "encode": enc, "kmeans_s": time.perf_counter() - t}))
+kmeans_s = time.perf_counter() - t
+half = [Member(x, np.arange(0, n, 2), seed=1), Member(x, np.arange(1, n, 2), seed=2)]
+pair = {}
+for name, lanes in (("lanes", None), ("stack", 1)):
+    t = time.perf_counter()
+    train_ensemble(half, 7, 7, epochs=2 * epochs, device="cpu", progress=False, threads=threads, lanes=lanes)
+    pair[name] = n * 2 * epochs / (time.perf_counter() - t)
+print(json.dumps({"train": train, "encode": enc, "kmeans_s": kmeans_s, "pair_lanes": pair["lanes"],
+                  "pair_stack": pair["stack"]}))
 """
 
 
@@ -73,7 +83,8 @@ def main() -> None:
             print(f"  {machine:13s} {policy or 'ACTIVE (default)':16s} threads {threads:2d}: "
                   f"train {r['train'] / 1e3:6.0f} k/s ({r['train'] / base['train']:.2f}x) | "
                   f"encode {r['encode'] / 1e3:6.0f} k/s ({r['encode'] / base['encode']:.2f}x) | "
-                  f"k-means {r['kmeans_s']:5.2f} s ({base['kmeans_s'] / r['kmeans_s']:.2f}x)")
+                  f"k-means {r['kmeans_s']:5.2f} s ({base['kmeans_s'] / r['kmeans_s']:.2f}x) | "
+                  f"two models: lanes {r['pair_lanes'] / 1e3:6.0f} k/s, one stack {r['pair_stack'] / 1e3:6.0f} k/s")
     print(f"(machine: {os.uname().machine}, {cores} cores)")
 
 

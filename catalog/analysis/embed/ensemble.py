@@ -155,9 +155,9 @@ def train_ensemble(
     other, where the padding would cost more than another step (`_stacks`, STEP_ROWS). On CPU,
     lanes of stacks train at once in threads (`_lanes`), `threads` (None: torch's setting) shared
     among them; each model records the threads its lane had. `lanes`: a lane count to force (None:
-    chosen). `resident` (None: on a GPU): the data held on the device, batches gathered there. Memory: the members' data (shared
-    arrays are held once), a (M, batch, k) batch a lane, and M copies of the weights and of Adam's
-    two moments.
+    chosen). `resident` (None: on a GPU): the data held on the device, batches gathered there.
+    Memory: the members' data (shared arrays are held once), a (M, batch, k) batch a lane, and M
+    copies of the weights and of Adam's two moments.
     """
     if not members:
         return []
@@ -230,7 +230,8 @@ def _lanes(rows: list[int], widths: list[int], steps: list[int], threads: int, l
     A lane runs its own Python loop with its own OpenMP team (`threads` // lanes threads): lanes
     of one thread never wait at OpenMP barriers (busy cores, a passive wait policy) and keep the
     cores busy where one batched product a step parallelises poorly (a ~10 k-weight MLP): on 2
-    cores, 1.2-2.5x one stack on 2 threads (bench/bench_ensemble.py). A step's Python runs under
+    cores the 7 members of a cross-fit train 1.0-1.7x as fast as one stack on 2 threads with
+    spinning OpenMP threads, 1.3-3x with passive ones (bench/bench_ensemble.py). A step's Python runs under
     the GIL, so lanes are added while each lane's arithmetic a step (its share of the widths)
     still covers the other lanes' fixed cost (STEP_ROWS each); two lanes always where two
     members and two threads are. `lanes`: a count to force (tests, benches); None: chosen here."""
