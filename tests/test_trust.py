@@ -197,6 +197,32 @@ def test_queries_read_only_the_catalog_unless_the_user_allows_a_file(catalog, se
     assert allowed.returncode == 0 and SECRET in allowed.stdout
 
 
+def test_a_query_larger_than_memory_spills_outside_the_catalog_and_the_working_directory(catalog, tmp_path,
+                                                                                          monkeypatch):
+    """DuckDB's own spill folder is `.tmp` in the working directory (an in-memory database) or
+    beside the catalog file (which may be someone else's, or read-only): ours is a private folder
+    under the system's temporary folder, removed when the connection closes."""
+    import tempfile
+
+    _small(catalog)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = _tree(catalog.root)
+    private = os.path.join(tempfile.gettempdir(), "kernel-catalog-spill-")
+    with catalog.reader() as reader:               # a file connection: not beside the catalog file
+        assert reader.execute("SELECT current_setting('temp_directory')").fetchone()[0].startswith(private)
+    con = catalog.data_connection(config={"memory_limit": "30MB", "threads": 2})
+    spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    assert spill.startswith(private)
+    assert con.execute("SELECT count(*) FROM (SELECT hash(i) AS h FROM range(6000000) t(i) ORDER BY h)"
+                       ).fetchone()[0] == 6_000_000
+    assert os.path.isdir(spill)                    # it did spill, there
+    assert list(cwd.iterdir()) == [] and _tree(catalog.root) == before
+    con.close()
+    assert not os.path.exists(spill)
+
+
 # -- 6. verify ---------------------------------------------------------------------------------
 
 def test_verify_finds_each_kind_of_damage_and_repairs_only_its_own(catalog, tmp_path):

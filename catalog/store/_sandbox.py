@@ -9,10 +9,15 @@
 - The connections the catalog hands out read only those folders (DuckDB's allowed_directories,
   enable_external_access = false, lock_configuration = true), so no query, stored or typed, reads
   `/etc/...` or writes outside them; a user's own SQL may read files the user names (`allow`).
+  A query larger than memory spills into a private folder under the system's temporary folder
+  (DuckDB's default is `.tmp` in the working directory for an in-memory database, and beside the
+  file, inside a catalog that may be someone else's, for a file), which DuckDB removes on close.
 """
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,11 +163,18 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path, allow: list[str] | tup
         (folders if os.path.isdir(real) else files).append(real + (os.sep if os.path.isdir(real) else ""))
     con.execute(f"SET file_search_path = {_sql_string(str(root))}")
     con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET temp_directory = {_sql_string(spill_folder())}")
     con.execute(f"SET allowed_directories = [{', '.join(_sql_string(f) for f in folders)}]")
     if files:
         con.execute(f"SET allowed_paths = [{', '.join(_sql_string(f) for f in files)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def spill_folder() -> str:
+    """A new private folder name for one connection's spilled data: created by DuckDB when a query
+    outgrows memory, removed by it when the connection closes."""
+    return os.path.join(tempfile.gettempdir(), f"kernel-catalog-spill-{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
 def _sql_string(value: str) -> str:
