@@ -117,6 +117,24 @@ def test_save_load_round_trip(x, tmp_path):
         load(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("change", [
+    {"hidden": [1 << 40, 1 << 40]},            # would allocate petabytes before loading its weights
+    {"k": 49}, {"latent_dim": 3}, {"activation": "os.system"}, {"hidden": "64"}, {"k": None},
+])
+def test_a_model_file_whose_config_and_weights_disagree_is_refused_without_building_it(x, tmp_path, change):
+    """A catalog's model file may be someone else's: its config is checked against its weights'
+    shapes on the meta device before any layer is built."""
+    import torch
+
+    m = train_autoencoder(x, 5, 5, seed=0, **FAST)
+    save(m, tmp_path / "ae.pt")
+    blob = torch.load(tmp_path / "ae.pt", weights_only=True)
+    blob["config"] = {**blob["config"], **change}
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(CatalogError, match="config and weights do not agree"):
+        load(tmp_path / "bad.pt")
+
+
 def test_default_thresholds():
     assert default_threshold(7, 7) == 0.3 and default_threshold(5, 5) == 0.2
     assert default_threshold(9, 9) == 0.3 and default_threshold(3, 3) == 0.1

@@ -309,9 +309,20 @@ def load(path: str | Path, device: str = "cpu") -> TrainedAutoencoder:
         raise CatalogError(f"{p} is not a readable autoencoder model: {e}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CatalogError(f"{p} is not a kernel-catalog autoencoder model (format {FORMAT})")
-    cfg = blob["config"]
+    cfg, state = blob.get("config"), blob.get("state_dict")
+    try:     # the architecture its config names, built on the meta device (no memory), must be
+        # exactly its weights' (a config naming huge layers beside small weights is refused)
+        architecture = (int(cfg["k"]), int(cfg["latent_dim"]), tuple(int(h) for h in cfg["hidden"]), str(cfg["activation"]))
+        with torch.device("meta"):
+            shapes = {name: tuple(t.shape) for name, t in KernelAutoencoder(*architecture).state_dict().items()}
+        matches = isinstance(state, dict) and shapes == {name: tuple(getattr(t, "shape", ())) for name, t in state.items()}
+        history, final_loss = [float(h) for h in blob["history"]], float(blob["final_loss"])
+    except Exception:  # noqa: BLE001 - any malformed field means "not our file"
+        matches = False
+    if not matches:
+        raise CatalogError(f"{p} is not a readable autoencoder model: its config and weights do not agree")
     dev = resolve_device(device)
-    module = KernelAutoencoder(cfg["k"], cfg["latent_dim"], tuple(cfg["hidden"]), cfg["activation"])
-    module.load_state_dict(blob["state_dict"])
+    module = KernelAutoencoder(*architecture)
+    module.load_state_dict(state)
     module.to(dev).eval()
-    return TrainedAutoencoder(module, cfg, blob["final_loss"], list(blob["history"]), str(dev))
+    return TrainedAutoencoder(module, cfg, final_loss, history, str(dev))
