@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from kernel_catalog.errors import CatalogError
-from kernel_catalog.store.datafs import cache_dir, filesystem, require_cluster_extra, s3_client, storage_error
+from kernel_catalog.store.datafs import cache_dir, filesystem, require_cluster_extra, s3_client, s3_key, storage_error
 
 SNAPSHOT_NAME = "catalog.duckdb"
 PUBLISH_MANIFEST = "kernel-catalog-publish.json"   # at the root of a catalog `catalog publish` wrote
@@ -51,10 +51,7 @@ def cache_folder(uri: str) -> Path:
 
 def _s3(uri: str):
     require_cluster_extra(f"catalog {uri}")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    client = s3_client()
-    key = f"{prefix.strip('/')}/{SNAPSHOT_NAME}" if prefix.strip("/") else SNAPSHOT_NAME
-    return client, bucket, key
+    return (s3_client(), *s3_key(uri, SNAPSHOT_NAME))
 
 
 def publish(db_path: Path, uri: str) -> None:

@@ -82,6 +82,12 @@ def s3_client():
                                             retries={"max_attempts": 2, "mode": "standard"}))
 
 
+def s3_key(uri: str, name: str) -> tuple[str, str]:
+    """(bucket, key) of the object `name` under an s3:// prefix."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+
+
 def storage_error(uri: str, error: BaseException) -> CatalogError:
     text = " ".join(str(error).split())
     return CatalogError(f"object storage at {uri} failed ({text[:200]}); check AWS_ENDPOINT_URL and credentials "
@@ -297,8 +303,7 @@ class DataRoot:
         gets a plain write."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        bucket, _, prefix = self.uri[len("s3://"):].partition("/")
-        key = f"{prefix.strip('/')}/{relative}" if prefix.strip("/") else relative
+        bucket, key = s3_key(self.uri, relative)
         try:
             s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             return True

@@ -161,6 +161,11 @@ def cosine_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return 1.0 - nn.functional.cosine_similarity(x, x_hat, dim=1, eps=1e-8).mean()
 
 
+def auto_epochs(steps_per_epoch: int, min_steps: int, max_epochs: int) -> int:
+    """Epochs when none are given: enough for `min_steps` optimiser steps, between 10 and `max_epochs`."""
+    return min(max(math.ceil(min_steps / steps_per_epoch), 10), max_epochs)
+
+
 def train_autoencoder(
     data: Data,
     kh: int,
@@ -239,7 +244,7 @@ def train_autoencoder(
                 raise CatalogError(f"no usable {kh}x{kw} kernels to train the autoencoder on")
             history.append(float(loss_sum) / seen)
             if total_epochs is None:
-                total_epochs = min(max(math.ceil(min_steps / step), 10), max_epochs)
+                total_epochs = auto_epochs(step, min_steps, max_epochs)
                 bar.total = total_epochs
             if total_steps is None:
                 total_steps = total_epochs * step

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from kernel_catalog.analysis.embed.autoencoder import (
-    FORMAT, KernelAutoencoder, TrainedAutoencoder, _deterministic, resolve_device,
+    FORMAT, KernelAutoencoder, TrainedAutoencoder, _deterministic, auto_epochs, resolve_device,
 )
 from kernel_catalog.errors import CatalogError
 
@@ -218,9 +218,7 @@ def planned_steps(n: int, batch_size: int, epochs: int | None, min_steps: int, m
     """The optimiser steps a member of n rows takes: `epoch_batches` cuts ceil(n / batch_size)
     batches an epoch, whatever the shuffle buffer, and auto epochs are decided from that count."""
     per_epoch = -(-n // batch_size)
-    if epochs is None:
-        epochs = min(max(math.ceil(min_steps / per_epoch), 10), max_epochs)
-    return epochs * per_epoch
+    return (auto_epochs(per_epoch, min_steps, max_epochs) if epochs is None else epochs) * per_epoch
 
 
 def _lanes(rows: list[int], widths: list[int], steps: list[int], threads: int, lanes: int | None) -> list[list[int]]:
@@ -425,8 +423,7 @@ def _train_stack(members: Sequence[Member], modules: list[KernelAutoencoder], kh
             ended.append(slot)
             st.epoch += 1
             if st.total_epochs is None:
-                st.total_epochs = epochs if epochs is not None else \
-                    min(max(math.ceil(min_steps / st.step), 10), max_epochs)
+                st.total_epochs = epochs if epochs is not None else auto_epochs(st.step, min_steps, max_epochs)
             if st.total_steps is None:
                 st.total_steps = st.total_epochs * st.step
             if st.epoch >= st.total_epochs:
