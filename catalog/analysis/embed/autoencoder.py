@@ -135,25 +135,34 @@ def _minibatches(factory: BatchFactory, k: int, batch_size: int, buffer_rows: in
 
 
 @contextlib.contextmanager
-def _deterministic(threads: int | None) -> Iterator[None]:
-    """Deterministic kernels (and optionally a thread count) while training, restoring the
-    caller's global settings after. Without filling new tensors with NaN, which deterministic mode
-    does by default to expose reads of uninitialised memory: it changes no result, and cost a third
-    of a small ensemble step (one fill per allocation; bench/bench_ensemble.py)."""
+def _deterministic(threads: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """A thread count (optionally) while training or encoding and, on a GPU, deterministic kernels,
+    restoring the caller's global settings after.
+
+    On CPU the operations used here (linear layers, batched products, activations, cosine, sums,
+    gathers without gradient) are deterministic for a thread count as they are: torch's
+    deterministic mode changes none of them (its CPU cases are accumulating index writes), and
+    turning it on imports torch's compiler stack, 1.7 s of every process that trains. On a GPU it
+    is on, without filling new tensors with NaN (what deterministic mode does by default to expose
+    reads of uninitialised memory: it changes no result, and cost a third of a small ensemble
+    step)."""
     import torch.utils.deterministic as det
 
+    cuda = torch.device(device).type == "cuda"
     before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     fill_before = det.fill_uninitialized_memory
     n_before = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    det.fill_uninitialized_memory = False
+    if cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        det.fill_uninitialized_memory = False
     if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn)
-        det.fill_uninitialized_memory = fill_before
+        if cuda:
+            torch.use_deterministic_algorithms(before, warn_only=warn)
+            det.fill_uninitialized_memory = fill_before
         torch.set_num_threads(n_before)
 
 
@@ -221,7 +230,7 @@ def train_autoencoder(
     desc = desc or f"autoencoder {kh}x{kw}"     # what progress lines call this training
     bar = tqdm(total=epochs, desc=desc, unit="epoch", file=sys.stderr,
                disable=None if progress else True, leave=False)   # None: off when not a terminal
-    with _deterministic(threads):
+    with _deterministic(threads, dev):
         module.train()
         epoch = 0
         while total_epochs is None or epoch < total_epochs:
@@ -285,7 +294,7 @@ def encode(model: TrainedAutoencoder, x: np.ndarray, batch_size: int = 65536,
     rcos = np.empty(len(x), np.float32)
     dev = torch.device(model.device)
     module = model.module.eval()
-    with _deterministic(threads), torch.inference_mode():
+    with _deterministic(threads, dev), torch.inference_mode():
         for lo in range(0, len(x), batch_size):
             xb = torch.from_numpy(x[lo:lo + batch_size]).to(dev)
             zb, rb = module(xb)

@@ -197,7 +197,7 @@ def train_ensemble(
                 out[j] = model
 
     try:
-        with _deterministic(intra):
+        with _deterministic(intra, dev):
             if len(plan) == 1:
                 train_lane(plan[0])
             else:   # lanes in threads: torch releases the GIL in its kernels; each lane's OpenMP
