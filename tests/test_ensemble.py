@@ -233,3 +233,15 @@ def test_a_failing_lane_stops_the_others_and_its_error_is_raised(x, monkeypatch)
     with pytest.raises(RuntimeError, match="on purpose"):
         train_ensemble([Member(x[:64], _rows(64, fail), seed=1), slow], 5, 5, **kwargs)
     assert slow.rows.hooks["calls"] <= 5          # never past its 5th batch: it waited there for the stop
+
+
+def test_lanes_are_balanced_by_the_rows_each_member_trains(x, monkeypatch):
+    """A member's work is its epochs times its rows (not its steps times its rows: a large member
+    takes several steps an epoch)."""
+    from kernel_catalog.analysis.embed import ensemble
+
+    seen = []
+    real = ensemble._lanes
+    monkeypatch.setattr(ensemble, "_lanes", lambda rows, *args: seen.append(rows) or real(rows, *args))
+    train_ensemble([Member(x, seed=1), Member(x[:64], seed=2)], 5, 5, **dict(FAST, threads=2))
+    assert seen == [[3 * 300, 3 * 64]]        # 3 epochs: 5 steps of 300 rows, 1 step of 64

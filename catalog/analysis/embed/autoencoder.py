@@ -142,7 +142,8 @@ def _deterministic(threads: int | None, device: torch.device | str = "cpu") -> I
     On CPU the operations used here (linear layers, batched products, activations, cosine, sums,
     gathers without gradient) are deterministic for a thread count as they are: torch's
     deterministic mode changes none of them (its CPU cases are accumulating index writes), and
-    turning it on imports torch's compiler stack, 1.7 s of every process that trains. On a GPU it
+    turning it on imports torch's compiler stack, about a second of every process that trains
+    (0.94 s of a first ensemble call, bench/RESULTS.md). On a GPU it
     is on, without filling new tensors with NaN (what deterministic mode does by default to expose
     reads of uninitialised memory: it changes no result, and cost a third of a small ensemble
     step)."""

@@ -177,7 +177,8 @@ def train_ensemble(
     if dev.type == "cuda":
         groups = [list(range(len(members)))]
     else:
-        groups = _lanes([e * mb.n for e, mb in zip(steps, members)], widths, steps, threads, lanes)
+        trained = [s // -(-mb.n // batch_size) * mb.n for s, mb in zip(steps, members)]   # epochs x rows
+        groups = _lanes(trained, widths, steps, threads, lanes)
     step_rows = STEP_ROWS["cuda" if dev.type == "cuda" else "cpu"]
     plan = [[[group[j] for j in stack] for stack in _stacks([widths[i] for i in group], step_rows)]
             for group in groups]
